@@ -1,0 +1,68 @@
+"""Which channels of a group to keep: weight-based scores per group and top-k selection.
+
+A group's channel scores are the sums, over the group's producers (every Conv/Gemm/MatMul
+whose output channels belong to it), of the criterion applied to that producer's output filters;
+positions no producer covers (zero channels from a channel Pad) score 0.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .analysis import Analysis, Group
+from .criteria import CRITERIA, random_scores
+
+__all__ = ["producer_filters", "group_scores", "select_kept", "select_all"]
+
+
+def producer_filters(analysis: Analysis, group: Group) -> list[tuple[int, np.ndarray]]:
+    """(start position in the group, filters [L, ...]) for every producer of ``group``."""
+    out = []
+    for node_idx, start, length in group.producer_spans:
+        node = analysis.view.nodes[node_idx]
+        w = analysis.view.constant(node.input[1])
+        if node.op_type == "ConvTranspose":
+            w = np.moveaxis(w, 1, 0)
+        elif node.op_type == "Gemm":
+            from .graph import attr
+            w = w if attr(node, "transB", 0) else w.T
+        elif node.op_type == "MatMul":
+            w = w.T
+        out.append((start, np.asarray(w, np.float64).reshape(w.shape[0], -1)[:length]))
+    return out
+
+
+def group_scores(analysis: Analysis, group: Group, criterion: str = "l1", seed: int = 0) -> np.ndarray:
+    """Channel scores of one group under a weight-based criterion (higher = keep)."""
+    if criterion == "random":
+        return random_scores(group.channels, seed + 7919 * group.id)
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(sorted(CRITERIA))}")
+    scores = np.zeros(group.channels)
+    for start, filters in producer_filters(analysis, group):
+        scores[start:start + len(filters)] += CRITERIA[criterion](filters, seed)
+    return scores
+
+
+def select_kept(scores: np.ndarray, count: int, equal_blocks: int = 1) -> np.ndarray:
+    """Indices of the ``count`` best channels (sorted); with ``equal_blocks`` > 1 the same number
+    is kept in each of that many consecutive blocks (grouped convolutions). Ties break by index."""
+    c = len(scores)
+    if equal_blocks > 1:
+        per, size = count // equal_blocks, c // equal_blocks
+        parts = [b * size + select_kept(scores[b * size:(b + 1) * size], per) for b in range(equal_blocks)]
+        return np.sort(np.concatenate(parts))
+    order = np.lexsort((np.arange(c), -scores))
+    return np.sort(order[:count]).astype(np.int64)
+
+
+def select_all(analysis: Analysis, counts: Mapping[int, int],
+               scores: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Kept indices for every group whose count is below its size."""
+    kept = {}
+    for g in analysis.groups:
+        n = counts.get(g.id, g.channels)
+        if n < g.channels:
+            kept[g.id] = select_kept(scores[g.id], n, g.equal_blocks)
+    return kept
