@@ -700,6 +700,19 @@ def _flatten(p: _Pass, idx: int, node: onnx.NodeProto) -> None:
     p.set(node.output[0], Layout(1, lay.block * int(np.prod(shape[c + 1:])), lay.segments))
 
 
+def _reshape_target(xs, target, allowzero: int) -> list[int] | None:
+    """The output shape of a Reshape from its (constant) target, as the spec defines it."""
+    if xs is None or any(d is None for d in xs):
+        return None
+    out = [int(xs[i]) if (t == 0 and not allowzero) else int(t) for i, t in enumerate(target.tolist())]
+    if out.count(-1) == 1:
+        known = int(np.prod([d for d in out if d != -1]))
+        if known == 0 or int(np.prod(xs)) % known:
+            return None
+        out[out.index(-1)] = int(np.prod(xs)) // known
+    return out if -1 not in out else None
+
+
 def _reshape(p: _Pass, idx: int, node: onnx.NodeProto) -> None:
     lay = p.layouts.get(node.input[0])
     if lay is None:
@@ -709,6 +722,8 @@ def _reshape(p: _Pass, idx: int, node: onnx.NodeProto) -> None:
     if target is None:
         p.block(lay, "Reshape with a computed target shape", idx)
         return
+    if ys is None or any(d is None for d in ys):
+        ys = _reshape_target(xs, target, int(attr(node, "allowzero", 0)))
     if xs is None or ys is None or any(d is None for d in xs) or any(d is None for d in ys):
         p.block(lay, "Reshape with unknown shapes", idx)
         return

@@ -1,8 +1,10 @@
 """Which channels of a group to keep: weight-based scores per group and top-k selection.
 
-A group's channel scores are the sums, over the group's producers (every Conv/Gemm/MatMul
-whose output channels belong to it), of the criterion applied to that producer's output filters;
-positions no producer covers (zero channels from a channel Pad) score 0.
+A group's channel score at a position is the mean, over the group's producers (every
+Conv/Gemm/MatMul whose output channels belong to it) that write that position, of the criterion
+applied to the producer's output filters, each producer's scores divided by their mean so that
+layers of different scale weigh alike. Positions no producer writes (zero channels from a channel
+Pad) score 0.
 """
 from __future__ import annotations
 
@@ -39,10 +41,13 @@ def group_scores(analysis: Analysis, group: Group, criterion: str = "l1", seed: 
         return random_scores(group.channels, seed + 7919 * group.id)
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; known: {', '.join(sorted(CRITERIA))}")
-    scores = np.zeros(group.channels)
+    total, covered = np.zeros(group.channels), np.zeros(group.channels)
     for start, filters in producer_filters(analysis, group):
-        scores[start:start + len(filters)] += CRITERIA[criterion](filters, seed)
-    return scores
+        s = CRITERIA[criterion](filters, seed)
+        mean = float(np.mean(np.abs(s)))
+        total[start:start + len(filters)] += s / mean if mean > 0 else s
+        covered[start:start + len(filters)] += 1
+    return np.divide(total, covered, out=np.zeros_like(total), where=covered > 0)
 
 
 def select_kept(scores: np.ndarray, count: int, equal_blocks: int = 1) -> np.ndarray:

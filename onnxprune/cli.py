@@ -1,0 +1,194 @@
+"""Command line: ``onnxprune analyze | prune | verify``.
+
+Every error onnxprune raises on purpose is printed as one line naming the file, node or tensor,
+with exit status 2; nothing is written on failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import OnnxPruneError
+
+EXAMPLES = """
+examples:
+  onnxprune analyze model.onnx                       # channel groups, MACs, what is skipped and why
+  onnxprune prune model.onnx -o small.onnx --flops-reduction 0.45
+  onnxprune prune model.onnx -o small.onnx --params-reduction 0.4 --round-to 8 --criterion l2
+  onnxprune verify model.onnx small.onnx --plan small.plan.json
+"""
+
+
+def _parse_shapes(items: list[str] | None) -> dict[str, list[int]]:
+    shapes = {}
+    for item in items or []:
+        name, _, dims = item.rpartition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            raise OnnxPruneError(f"--input-shape {item!r}: expected NAME=1x3x224x224") from None
+        if not name:
+            raise OnnxPruneError(f"--input-shape {item!r}: expected NAME=1x3x224x224")
+    return shapes
+
+
+def _load(path: str, shapes: list[str] | None):
+    from .graph import fix_input_shapes
+    from .model_io import load_model
+    model = load_model(path)
+    fixed = _parse_shapes(shapes)
+    return fix_input_shapes(model, fixed) if fixed else model
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+def cmd_analyze(args) -> int:
+    from .analysis import analyze
+    from .cost import CostModel
+    from .report import analysis_table, analysis_json
+    model = _load(args.model, args.input_shape)
+    analysis = analyze(model)
+    cost = CostModel(analysis)
+    if args.json:
+        print(json.dumps(analysis_json(analysis, cost), indent=1))
+    else:
+        print(analysis_table(analysis, cost, Path(args.model).name, verbose=args.verbose))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from .model_io import check_output_path, save_model, write_text_atomic
+    from .pipeline import PruneConfig, prune
+    from .report import prune_summary
+    out = check_output_path(args.model, args.output, args.overwrite)
+    plan_path = Path(args.plan) if args.plan else out.with_suffix("").with_suffix(".plan.json") \
+        if out.suffix == ".onnx" else Path(str(out) + ".plan.json")
+    check_output_path(args.model, plan_path, args.overwrite)
+    config = PruneConfig(flops_reduction=args.flops_reduction, params_reduction=args.params_reduction,
+                         ratio=args.ratio, allocation=args.allocation, criterion=args.criterion,
+                         round_to=args.round_to, seed=args.seed, verify=not args.no_verify)
+    config.validate()
+    model = _load(args.model, args.input_shape)
+    _say(f"onnxprune: pruning {args.model}")
+    result = prune(model, config, progress=lambda m: _say(f"  {m}"))
+    from .plan import file_sha256
+    result.plan.model_sha256 = file_sha256(args.model)
+    save_model(result.model, out)
+    try:
+        write_text_atomic(plan_path, result.plan.to_json())
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    print(prune_summary(result, out, plan_path))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import numpy as np
+    from .model_io import load_model
+    from .plan import Plan
+    from .report import verify_table
+    from .verify import compare
+    original = _load(args.original, args.input_shape)
+    pruned = load_model(args.pruned)
+    plan = Plan.load(args.plan)
+    feeds = None
+    if args.data:
+        try:
+            data = np.load(args.data)
+        except Exception as exc:
+            raise OnnxPruneError(f"{args.data}: cannot read inputs ({exc})") from None
+        feeds = dict(data) if hasattr(data, "files") else {original.graph.input[0].name: data}
+    report = compare(original, pruned, plan, feeds=feeds, rtol=args.rtol, atol=args.atol, seed=args.seed)
+    print(verify_table(report))
+    return 0 if report.ok else 1
+
+
+# ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onnxprune", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Structured (channel) pruning of exported ONNX CNNs. MACs are counted per "
+                    "image; FLOPs = 2 x MACs.", epilog=EXAMPLES)
+    p.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("analyze", help="list channel groups, their MACs share and why any is skipped",
+                       description="Find the channel groups of a model: channels that must be pruned "
+                                   "together (through BN, activations, residual Add, Concat, channel "
+                                   "Pad/Slice, depthwise/grouped Conv, Flatten→Gemm), and why a group "
+                                   "is left alone.")
+    a.add_argument("model", help="ONNX model file")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.add_argument("-v", "--verbose", action="store_true", help="list every producer and consumer")
+    a.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW",
+                   help="fix a dynamic input shape (repeatable)")
+    a.set_defaults(func=cmd_analyze)
+
+    r = sub.add_parser("prune", help="prune under a MACs/params budget, write model + plan, verify",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Remove channels under a budget, rewrite the model and check it "
+                                   "against the masked original. Writes OUT and OUT.plan.json; the "
+                                   "input is never modified.")
+    r.add_argument("model", help="ONNX model file")
+    r.add_argument("-o", "--output", required=True, help="pruned model path")
+    r.add_argument("--plan", help="plan JSON path (default: OUT with .plan.json)")
+    b = r.add_mutually_exclusive_group()
+    b.add_argument("--flops-reduction", type=float, metavar="F",
+                   help="remove this fraction of MACs (= of FLOPs), e.g. 0.45")
+    b.add_argument("--ratio", type=float, metavar="R",
+                   help="remove this fraction of channels from every prunable group")
+    r.add_argument("--params-reduction", type=float, metavar="F",
+                   help="remove this fraction of parameters (may be combined with --flops-reduction)")
+    r.add_argument("--allocation", choices=["uniform", "global"], default="uniform",
+                   help="uniform: one keep-ratio for every group; global: rank all channels by "
+                        "their (per-group normalised) score (default: uniform)")
+    r.add_argument("--criterion", choices=["l1", "l2", "fpgm", "random"], default="l1",
+                   help="channel score inside a group (default: l1 filter norm)")
+    r.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="keep channel counts that are multiples of N (8 suits most CPU/GPU kernels)")
+    r.add_argument("--seed", type=int, default=0, help="seed for random criteria and verify inputs")
+    r.add_argument("--no-verify", action="store_true", help="skip the masked-original check")
+    r.add_argument("--overwrite", action="store_true", help="allow replacing existing output files")
+    r.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW",
+                   help="fix a dynamic input shape (repeatable)")
+    r.set_defaults(func=cmd_prune)
+
+    v = sub.add_parser("verify", help="check a pruned model against the masked original",
+                       description="Insert 0/1 channel masks on the plan's consumed edges of the "
+                                   "original model, run both models on the same inputs and compare "
+                                   "every output. Exit status 1 on a mismatch.")
+    v.add_argument("original", help="the unpruned ONNX model")
+    v.add_argument("pruned", help="the pruned ONNX model")
+    v.add_argument("--plan", required=True, help="the plan JSON written by `prune`")
+    v.add_argument("--data", help=".npy (first input) or .npz (one array per input name) to use "
+                                  "instead of random inputs")
+    v.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    v.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance (default 1e-6)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OnnxPruneError as exc:
+        print(f"onnxprune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("onnxprune: interrupted; nothing written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
