@@ -32,6 +32,7 @@ This module is NumPy/SciPy only; cvxpy is imported inside :func:`allocate_convex
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -109,7 +110,8 @@ class Budget:
     @classmethod
     def from_reduction(cls, name: str, cost: Posynomial, reduction: float) -> "Budget":
         """Budget that removes the fraction ``reduction`` (0 <= reduction < 1) of the full cost."""
-        if not (isinstance(reduction, (int, float)) and 0.0 <= reduction < 1.0):
+        if isinstance(reduction, bool) or not isinstance(reduction, numbers.Real) \
+                or not 0.0 <= reduction < 1.0:
             raise BudgetError(f"{_display(name)} reduction must be a fraction in [0, 1), got {reduction!r}")
         return cls(name, cost, (1.0 - float(reduction)) * cost.full())
 
@@ -374,12 +376,17 @@ def _nearest(t: np.ndarray, ch, mult, lo) -> np.ndarray:
 def _round(problem: AllocationProblem, x: np.ndarray, w: np.ndarray, floors: np.ndarray) -> np.ndarray:
     """Snap ratios to allowed counts >= floors, repair the budgets, then fill the slack greedily.
 
-    Each step costs O(terms); the number of steps is about the number of groups.
+    Each step costs O(terms); the number of steps is the number of multiples between the snapped
+    counts and the budget, a few per group when the ratios come from a solver.
     """
     ch, mult, _ = problem._arrays()
     w = w / w.max() if w.max() > 0 else np.ones_like(w)
     n = _nearest(x * ch, ch, mult, floors)
     costs = problem._costs
+    priced = np.zeros(len(n), dtype=bool)
+    for c in costs:
+        priced[c.inc_g] = True
+    n = np.where(priced, n, ch)                         # groups no budget counts stay full
     targets = np.array([b.target for b in problem.budgets], dtype=float)
     fulls = np.array([max(b.cost.full(), 1e-300) for b in problem.budgets])
     tol = _REL_TOL * fulls
@@ -513,9 +520,13 @@ def _gp_cvxpy(active, w: np.ndarray, lo_x: np.ndarray) -> tuple[np.ndarray, str]
         c = cost.coef / (target - cost.const)
         cons.append(cp.sum(cp.multiply(c, cp.gmatmul(cost.exponents(), x))) <= 1)
     prob = cp.Problem(cp.Maximize(cp.gmatmul(w[None, :], x)[0]), cons)
+    # The objective is linear in log x and the budget's curvature can be small, so the ratios are
+    # only as accurate as the square root of the duality gap: ask Clarabel for a tight one.
+    opts = dict(solver="CLARABEL", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12,
+                tol_ktratio=1e-10, max_iter=500) if "CLARABEL" in cp.installed_solvers() else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prob.solve(gp=True)
+        prob.solve(gp=True, **opts)
     if prob.status not in ("optimal", "optimal_inaccurate") or x.value is None:
         raise RuntimeError(f"status {prob.status}")
     val = np.asarray(x.value, dtype=float)
@@ -524,7 +535,7 @@ def _gp_cvxpy(active, w: np.ndarray, lo_x: np.ndarray) -> tuple[np.ndarray, str]
     return np.clip(val, lo_x, 1.0), f"cvxpy {prob.solver_stats.solver_name} ({prob.status})"
 
 
-def _gp_scipy(active, w: np.ndarray, lo_x: np.ndarray, x0: np.ndarray) -> np.ndarray:
+def _gp_scipy(active, w: np.ndarray, lo_x: np.ndarray, x0: np.ndarray) -> tuple[np.ndarray, str]:
     """Same problem in y = log x: minimise -w.y s.t. log(sum c exp(E y)) <= log(target - const)."""
     from scipy.optimize import minimize
     n = len(w)
@@ -549,7 +560,10 @@ def _gp_scipy(active, w: np.ndarray, lo_x: np.ndarray, x0: np.ndarray) -> np.nda
     if not np.isfinite(y).all() or worst < -1e-7 or res.status not in (0, 8):
         raise SolverError(f"scipy SLSQP (log variables) failed: {res.message} "
                           f"(worst log-budget violation {-worst:.3g})")
-    return np.exp(y)
+    how = "scipy SLSQP in log variables"
+    if res.status == 8:
+        how += " (stopped at its line-search precision limit, budgets met)"
+    return np.exp(y), how
 
 
 def allocate_convex(problem: AllocationProblem, weights: Mapping[int, float],
@@ -589,9 +603,9 @@ def allocate_convex(problem: AllocationProblem, weights: Mapping[int, float],
                     raise SolverError(f"cvxpy geometric program failed ({err})") from None
         if x is None:
             x0 = np.maximum(_uniform_ratio(problem, lo_x), lo_x)
-            x = _gp_scipy(active, w, lo_x, x0)
-            notes.append("solved by scipy SLSQP in log variables" if err is None else
-                         f"cvxpy failed ({err}); solver fell back to scipy SLSQP in log variables")
+            x, how = _gp_scipy(active, w, lo_x, x0)
+            notes.append(f"solved by {how}" if err is None else
+                         f"cvxpy failed ({err}); solver fell back to {how}")
     return _result(problem, "convex", x, _round(problem, x, w, floors), notes)
 
 

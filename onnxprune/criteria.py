@@ -154,7 +154,7 @@ def _random_for_filters(filters: np.ndarray, seed: int) -> np.ndarray:
     return random_scores(_check_filters(filters).shape[0], seed)
 
 
-def _deterministic(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray, int], np.ndarray]:
+def _deterministic(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
     """Adapt a seed-free criterion to the registry signature (filters, seed)."""
     def score(filters: np.ndarray, seed: int) -> np.ndarray:
         return fn(filters)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import pickle
 import tarfile
@@ -909,13 +908,17 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only (CIFAR batches); refuses any other global."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes written by Python 3 with protocol 2
     }
 
     def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("numpy.core."):  # pickles written by numpy 1.x
+            module = "numpy._core." + module[len("numpy.core."):]
         if (module, name) in self._ALLOWED:
+            if module.startswith("numpy._core.") and not hasattr(np, "_core"):  # numpy 1.x
+                module = "numpy.core." + module[len("numpy._core."):]
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
@@ -1048,7 +1051,7 @@ def _load_npz(path: Path, layout: str | None) -> ArraySource:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable .npz file: {exc}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):  # a .npz that is really a .npy
+    if not hasattr(z, "files"):  # a .npz that is really a .npy
         return ArraySource(np.asarray(z), str(path), None, None, layout)
     with z:
         keys = list(z.files)
@@ -1064,7 +1067,7 @@ def _load_npz(path: Path, layout: str | None) -> ArraySource:
         try:
             x = z[xk]
             y = z[yk] if yk else None
-        except ValueError as exc:
+        except ValueError:
             raise DataError(f"{path}: array {xk!r} has non-numeric dtype object (pickled); save a numeric array") from None
     src = ArraySource(x, str(path), None, None, layout, key=xk)
     if y is not None:

@@ -89,6 +89,20 @@ class ChannelSummary:
     layer_norm: float | None
     count: int
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channel", _frozen_array(self.channel))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (arrays as lists)."""
+        return {f.name: _to_json(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ChannelSummary":
+        """Inverse of to_dict."""
+        norm = d.get("layer_norm")
+        return cls(np.asarray(d["channel"], np.float64), float(d["layer"]),
+                   None if norm is None else float(norm), int(d["count"]))
+
 
 # --------------------------------------------------------------------------- rank
 
@@ -124,7 +138,7 @@ class RankAccumulator:
     """
 
     def __init__(self, mode: str = "rank", rtol: float | None = None,
-                 chunk_maps: int = 65536) -> None:
+                 chunk_maps: int = 8192) -> None:
         if mode not in ("rank", "effective"):
             raise ValueError(f"mode must be 'rank' or 'effective', got {mode!r}")
         if rtol is not None and not rtol >= 0:
@@ -175,7 +189,8 @@ def _batch_moments(x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def _merge_moments(a: tuple, b: tuple) -> tuple[int, np.ndarray, np.ndarray]:
-    """Chan et al. (1979) merge: δ = μ_b − μ_a, μ = μ_a + δ n_b / n, M2 = M2_a + M2_b + δ² n_a n_b / n."""
+    """Chan et al. (1979) merge of moments: with δ = μ_b − μ_a and n = n_a + n_b,
+    μ = μ_a + δ n_b / n and M2 = M2_a + M2_b + δ² n_a n_b / n."""
     (na, ma, m2a), (nb, mb, m2b) = a, b
     n = na + nb
     delta = mb - ma
@@ -183,7 +198,7 @@ def _merge_moments(a: tuple, b: tuple) -> tuple[int, np.ndarray, np.ndarray]:
 
 
 def _initial_range(x: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel [min − margin·span, max + margin·span]; a constant channel gets ±max(|v|, 1)/2."""
+    """Per-channel [min − margin·span, max + margin·span]; constant channel: v ± max(|v|, 1)/2."""
     lo, hi = x.min(axis=(0, 2, 3)).astype(np.float64), x.max(axis=(0, 2, 3)).astype(np.float64)
     span = hi - lo
     half = 0.5 * np.maximum(np.abs(lo), 1.0)
@@ -192,7 +207,7 @@ def _initial_range(x: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray
 
 
 def _bin_counts(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
-    """Counts [C, bins] of equal-width bins over [lo_c, hi_c]; outside values go to the edge bins."""
+    """Counts [C, bins] of equal-width bins over [lo_c, hi_c]; values outside go to edge bins."""
     c = x.shape[1]
     scale = bins / (hi - lo)
     idx = np.floor((x.astype(np.float64) - lo[None, :, None, None]) * scale[None, :, None, None])
@@ -340,7 +355,8 @@ class ProjectedFeatures:
         """Flatten a batch [N, ...] to [N, d], project it and store it."""
         x = _as_real(batch, "feature batch")
         if x.ndim < 1 or x.shape[0] == 0:
-            raise DataError(f"feature batch has shape {list(x.shape)}, expected [N, ...] with N > 0")
+            raise DataError(f"feature batch has shape {list(x.shape)}, "
+                            "expected [N, ...] with N > 0")
         _check_finite(x, "feature batch")
         flat = x.reshape(x.shape[0], -1).astype(np.float32, copy=False)
         self._d = _check_same(self._d, flat.shape[1:], "ProjectedFeatures", "d")
@@ -481,7 +497,7 @@ def nhsic_importance(grams: Sequence[np.ndarray], beta: float) -> NHSICImportanc
     return NHSICImportance(m, s, s_norm, np.exp(-beta * s_norm), float(beta))
 
 
-# --------------------------------------------------------------------------- normalisation and fusion
+# --------------------------------------------------------------------------- normalise and fuse
 
 def _check_vector(values: Any, what: str) -> np.ndarray:
     """A finite, non-empty 1-D float64 vector."""
