@@ -230,7 +230,8 @@ class _Pass:
         if not c:
             return None
         n = self.new_space(c, "opaque", node)
-        self.uf.blocked[n].append(reason)
+        label = self.v.label(node)
+        self.uf.blocked[n].append(reason if label in reason else f"{reason} at {label}")
         lay = Layout(axis, 1, (Segment(n, 0, c),))
         self.layouts[name] = lay
         return lay
@@ -490,6 +491,11 @@ def _elementwise(p: _Pass, idx: int, node: onnx.NodeProto) -> None:
             lay = p.layouts[name]
             shift = (ry or 0) - (p.v.rank(name) or 0)
             lays.append((k, Layout(lay.axis + shift, lay.block, lay.segments)))
+    # a one-channel tensor broadcast over the channels (a spatial attention map [N,1,H,W]) is
+    # read whole by every output channel: nothing to couple; the rewrite refuses to empty it
+    lays = [(k, l) for k, l in lays
+            if not (ys is not None and l.channels * l.block == 1 and l.axis < len(ys)
+                    and ys[l.axis] is not None and ys[l.axis] > 1)]
     if not lays:
         return
     axis, block = lays[0][1].axis, lays[0][1].block

@@ -71,12 +71,15 @@ def cmd_prune(args) -> int:
         if out.suffix == ".onnx" else Path(str(out) + ".plan.json")
     check_output_path(args.model, plan_path, args.overwrite)
     config = PruneConfig(flops_reduction=args.flops_reduction, params_reduction=args.params_reduction,
-                         ratio=args.ratio, allocation=args.allocation, criterion=args.criterion,
-                         round_to=args.round_to, seed=args.seed, verify=not args.no_verify)
+                         ratio=args.ratio, method=args.method, allocation=args.allocation,
+                         criterion=args.criterion, weights=args.weights, round_to=args.round_to,
+                         min_keep=args.min_keep, beta=args.beta, fusion=args.fusion, lam=args.lam,
+                         seed=args.seed, verify=not args.no_verify)
     config.validate()
     model = _load(args.model, args.input_shape)
+    data = _calibration(args, model) if config.needs_data or args.data else None
     _say(f"onnxprune: pruning {args.model}")
-    result = prune(model, config, progress=lambda m: _say(f"  {m}"))
+    result = prune(model, config, data=data, progress=lambda m: _say(f"  {m}"), provider=args.provider)
     from .plan import file_sha256
     result.plan.model_sha256 = file_sha256(args.model)
     save_model(result.model, out)
@@ -87,6 +90,21 @@ def cmd_prune(args) -> int:
         raise
     print(prune_summary(result, out, plan_path))
     return 0
+
+
+def _calibration(args, model):
+    """The seeded calibration sample, checked against the model's input."""
+    from .data import check_against_input, load_dataset, preprocess_from_namespace
+    if not args.data:
+        raise OnnxPruneError("this method needs calibration images: pass --data PATH "
+                             "(.npy/.npz, an image folder, a .tar.gz of one, or CIFAR-10 batches)")
+    pre = preprocess_from_namespace(args)
+    ds = load_dataset(args.data, pre, limit=args.calib_images, seed=args.seed, split=args.split)
+    inp = model.graph.input[0]
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    check_against_input(ds, shape, inp.name, source=args.data)
+    _say(f"  calibration: {len(ds)} images from {args.data}")
+    return ds
 
 
 def cmd_verify(args) -> int:
@@ -146,11 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove this fraction of channels from every prunable group")
     r.add_argument("--params-reduction", type=float, metavar="F",
                    help="remove this fraction of parameters (may be combined with --flops-reduction)")
-    r.add_argument("--allocation", choices=["uniform", "global"], default="uniform",
-                   help="uniform: one keep-ratio for every group; global: rank all channels by "
-                        "their (per-group normalised) score (default: uniform)")
-    r.add_argument("--criterion", choices=["l1", "l2", "fpgm", "random"], default="l1",
-                   help="channel score inside a group (default: l1 filter norm)")
+    r.add_argument("--method", choices=["infoconc", "itpruner", "uniform-l1", "uniform-hrank"],
+                   help="preset: infoconc = information-concentration allocation + Shapley channels "
+                        "(needs --data); itpruner = nHSIC allocation + L1 (needs --data); "
+                        "uniform-l1 (the default without --data); uniform-hrank (needs --data)")
+    r.add_argument("--allocation", choices=["uniform", "global", "convex", "linear"],
+                   help="uniform: one keep-ratio for every group; global: rank all channels by their "
+                        "per-group normalised score; convex: maximise Σ w log x under the budget "
+                        "(geometric program); linear: ITPruner's published Σ w x objective")
+    r.add_argument("--criterion", choices=["l1", "l2", "fpgm", "random", "hrank", "shapley"],
+                   help="channel score inside a group (default: from --method, else l1)")
+    r.add_argument("--weights", choices=["concentration", "nhsic"],
+                   help="layer weights for convex/linear allocation (default: from --method)")
+    r.add_argument("--min-keep", type=float, default=0.1, metavar="X",
+                   help="convex/linear allocation: keep at least this fraction of every group (default 0.1)")
+    r.add_argument("--beta", type=float, default=500.0, help="ITPruner β in α = exp(-β s̃) (default 500)")
+    r.add_argument("--fusion", choices=["geometric", "harmonic", "convex"], default="geometric",
+                   help="how rank and entropy fuse into information concentration")
+    r.add_argument("--lam", type=float, default=0.5, help="fusion weight λ of the rank (default 0.5)")
+    r.add_argument("--data", help="calibration images: .npy/.npz, image folder, .tar(.gz), CIFAR-10 batches")
+    r.add_argument("--split", help="sub-folder of --data to use when it holds several (e.g. train)")
+    r.add_argument("--calib-images", type=int, default=256, metavar="N",
+                   help="seeded sample of N calibration images (default 256)")
+    r.add_argument("--provider", choices=["auto", "cpu", "cuda", "tensorrt"], default="auto",
+                   help="onnxruntime provider for capture (auto: CUDA when present, else CPU)")
     r.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep channel counts that are multiples of N (8 suits most CPU/GPU kernels)")
     r.add_argument("--seed", type=int, default=0, help="seed for random criteria and verify inputs")
@@ -158,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="allow replacing existing output files")
     r.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW",
                    help="fix a dynamic input shape (repeatable)")
+    from .data import add_preprocess_arguments
+    add_preprocess_arguments(r)
     r.set_defaults(func=cmd_prune)
 
     v = sub.add_parser("verify", help="check a pruned model against the masked original",

@@ -8,15 +8,22 @@ import numpy as np
 import onnx
 
 from .errors import DataError
-from .runtime import make_session
+from .runtime import make_session, with_dynamic_batch
 
 __all__ = ["top1_accuracy", "predict", "latency"]
 
 
 def predict(model: onnx.ModelProto, batches: Iterable[np.ndarray], providers=None) -> np.ndarray:
     """Logits of the first output for every batch, concatenated."""
-    sess = make_session(model, providers)
+    sess = make_session(with_dynamic_batch(model), providers)
     inp = sess.get_inputs()[0]
+    try:
+        x0 = np.zeros([2] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]], np.float32)
+        make_session(with_dynamic_batch(model), providers, quiet=True).run(None, {inp.name: x0})
+    except Exception:   # the graph fixes its batch size: feed it one fixed-size slice at a time
+        fixed = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
+        sess = make_session(model, providers)
+        batches = (x[i:i + fixed] for b in batches for i in range(0, len(b), fixed) for x in [b])
     outs = []
     for x in batches:
         want = [d if isinstance(d, int) else None for d in inp.shape]

@@ -22,21 +22,51 @@ from .rewrite import apply_plan
 from .selection import group_scores, select_all
 from .verify import VerifyReport, compare
 
-__all__ = ["PruneConfig", "PruneResult", "prune", "budget_problem"]
+__all__ = ["PruneConfig", "PruneResult", "Pruner", "prune", "budget_problem", "METHODS"]
+
+
+METHODS = {
+    # name: (allocation, criterion, layer weights for convex/linear allocation)
+    "infoconc": ("convex", "shapley", "concentration"),   # Chen & Wang: information concentration + Shapley
+    "itpruner": ("convex", "l1", "nhsic"),                # ITPruner: nHSIC importance + L1 in-layer
+    "uniform-l1": ("uniform", "l1", None),
+    "uniform-hrank": ("uniform", "hrank", None),
+}
+DATA_CRITERIA = {"shapley", "hrank"}
+WEIGHT_CRITERIA = {"l1", "l2", "fpgm", "random"}
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """What to remove and how. Give exactly one of the three budgets."""
+    """What to remove and how. Give one of the budgets (MACs and params may be combined).
+
+    ``method`` picks a preset for allocation / criterion / weights; any of the three given
+    explicitly overrides the preset.
+    """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
     params_reduction: float | None = None    # fraction of parameters to remove
     ratio: float | None = None               # fraction of channels removed from every group
-    allocation: str = "uniform"              # uniform | global
-    criterion: str = "l1"                    # l1 | l2 | fpgm | random
+    method: str | None = None                # infoconc | itpruner | uniform-l1 | uniform-hrank
+    allocation: str | None = None            # uniform | global | convex | linear
+    criterion: str | None = None             # l1 | l2 | fpgm | random | hrank | shapley
+    weights: str | None = None               # concentration | nhsic (convex/linear allocation)
     round_to: int = 1                        # kept channel counts are multiples of this
+    min_keep: float = 0.1                    # convex/linear: no group below this keep-ratio
+    beta: float = 500.0                      # ITPruner's β in α = exp(-β s̃)
+    fusion: str = "geometric"                # rank/entropy fusion: geometric | harmonic | convex
+    lam: float = 0.5                         # fusion weight λ of the rank
     seed: int = 0
     verify: bool = True
     rtol: float = 1e-5
+
+    def resolved(self) -> tuple[str, str, str | None]:
+        alloc, crit, weights = METHODS.get(self.method or "uniform-l1")
+        return (self.allocation or alloc, self.criterion or crit, self.weights or weights)
+
+    @property
+    def needs_data(self) -> bool:
+        alloc, crit, _ = self.resolved()
+        return crit in DATA_CRITERIA or alloc in ("convex", "linear")
 
     def validate(self) -> None:
         given = [x for x in (self.flops_reduction, self.params_reduction, self.ratio) if x is not None]
@@ -50,8 +80,17 @@ class PruneConfig:
             raise BudgetError("--ratio sets every group's ratio; it cannot be combined with a reduction budget")
         if self.round_to < 1:
             raise BudgetError(f"--round-to must be >= 1, got {self.round_to}")
-        if self.allocation not in ("uniform", "global"):
-            raise BudgetError(f"unknown allocation {self.allocation!r}: choose uniform or global")
+        if self.method is not None and self.method not in METHODS:
+            raise BudgetError(f"unknown method {self.method!r}: choose {', '.join(METHODS)}")
+        alloc, crit, weights = self.resolved()
+        if alloc not in ("uniform", "global", "convex", "linear"):
+            raise BudgetError(f"unknown allocation {alloc!r}: choose uniform, global, convex or linear")
+        if crit not in DATA_CRITERIA | WEIGHT_CRITERIA:
+            raise BudgetError(f"unknown criterion {crit!r}: choose {', '.join(sorted(DATA_CRITERIA | WEIGHT_CRITERIA))}")
+        if alloc in ("convex", "linear") and weights not in ("concentration", "nhsic"):
+            raise BudgetError(f"{alloc} allocation needs --weights concentration or nhsic")
+        if not 0 < self.min_keep <= 1:
+            raise BudgetError(f"--min-keep must be in (0, 1], got {self.min_keep}")
 
 
 @dataclass
@@ -144,73 +183,201 @@ def _exact_repair(analysis, cost, problem, counts, scores, targets, full):
     return counts, values
 
 
-def prune(model: onnx.ModelProto, config: PruneConfig,
-          progress: Callable[[str], None] | None = None) -> PruneResult:
-    """Prune ``model`` under ``config``; raises an OnnxPruneError subclass on bad input."""
-    config.validate()
-    say = progress or (lambda msg: None)
-    timings = {}
-    t0 = time.perf_counter()
-    analysis = analyze(model)
-    cost = CostModel(analysis)
-    timings["analysis_s"] = time.perf_counter() - t0
-    say(f"analysis: {len(analysis.groups)} channel groups, {len(analysis.prunable)} prunable")
-    if not analysis.prunable:
-        raise BudgetError("no channel group can be pruned in this model (run `onnxprune analyze` to see why)")
-
-    t0 = time.perf_counter()
-    scores = {g.id: group_scores(analysis, g, config.criterion, config.seed) for g in analysis.groups}
-    full = {"macs": cost.macs(), "params": cost.params()}
-    problem = budget_problem(analysis, cost, config)
-    notes: list[str] = []
-    if config.ratio is not None:
-        counts = _ratio_counts(analysis, config)
-        method = "ratio"
+def _data_batches(data, batch_size: int):
+    """Batches of images from an ndarray or an onnxprune.data.Dataset."""
+    if isinstance(data, np.ndarray):
+        for i in range(0, len(data), batch_size):
+            yield data[i:i + batch_size]
     else:
-        check_feasible(problem)
-        method = config.allocation
-        alloc = allocate(problem, config.allocation,
-                         scores={g: scores[g] for g in problem.channels} if config.allocation == "global" else None)
-        counts = dict(alloc.counts)
-        notes.extend(alloc.notes)
-        targets = {b.name: b.target for b in problem.budgets}
-        counts, _ = _exact_repair(analysis, cost, problem, counts, scores, targets, full)
-    kept = select_all(analysis, counts, scores)
-    timings["allocation_s"] = time.perf_counter() - t0
+        for x, _ in data.batches(batch_size):
+            yield x
 
-    achieved = {"macs": cost.macs(kept), "params": cost.params(kept)}
-    requested = {}
-    if config.flops_reduction is not None:
-        requested["macs_reduction"] = config.flops_reduction
-    if config.params_reduction is not None:
-        requested["params_reduction"] = config.params_reduction
-    if config.ratio is not None:
-        requested["channel_ratio"] = config.ratio
-    plan = Plan.build(
-        analysis, kept,
-        settings={k: v for k, v in asdict(config).items() if k not in ("verify", "rtol")} | {"method": method},
-        budget={"requested": requested,
-                "achieved": {"macs_reduction": 1 - achieved["macs"] / full["macs"],
-                             "params_reduction": 1 - achieved["params"] / full["params"]},
-                "notes": notes},
-        cost={"unit": "MACs per image; FLOPs = 2 x MACs",
-              "macs": {"original": full["macs"], "pruned": achieved["macs"]},
-              "params": {"original": full["params"], "pruned": achieved["params"]}})
-    for gp in plan.groups:
-        if gp.prunable:
-            gp.scores = [float(s) for s in scores[gp.id]]
 
-    t0 = time.perf_counter()
-    pruned = apply_plan(analysis, plan)
-    timings["rewrite_s"] = time.perf_counter() - t0
-    report = None
-    if config.verify:
+class Pruner:
+    """``Pruner(config).fit(model, data)`` learns groups, metrics, allocation and scores;
+    ``.transform(model)`` returns a :class:`PruneResult` with the pruned model.
+
+    Fitted attributes: ``analysis_``, ``cost_``, ``metrics_`` (group → GroupMetrics),
+    ``scores_`` (group → channel scores), ``allocation_`` (group → kept count), ``kept_``.
+    """
+
+    def __init__(self, config: PruneConfig, progress: Callable[[str], None] | None = None,
+                 provider: str = "auto", calib_batch_mb: float = 256.0,
+                 rank_images: int = 256, hsic_images: int = 256, shapley_images: int = 128) -> None:
+        config.validate()
+        self.config = config
+        self.say = progress or (lambda msg: None)
+        self.provider, self.calib_batch_mb = provider, calib_batch_mb
+        self.limits = dict(rank_images=rank_images, hsic_images=hsic_images, shapley_images=shapley_images)
+        self.timings: dict[str, float] = {}
+        self.metrics_: dict = {}
+        self.notes: list[str] = []
+
+    # --- stages ---------------------------------------------------------------------------
+    def _metrics(self, model, data) -> None:
+        from .capture import CaptureSession, batch_size_for, probes_for
+        from .information import InformationStats
+        alloc, crit, weights = self.config.resolved()
         t0 = time.perf_counter()
-        report = compare(model, pruned, plan, rtol=config.rtol, seed=config.seed)
-        timings["verify_s"] = time.perf_counter() - t0
-        if not report.ok:
-            bad = [o for o in report.outputs if not o.ok]
-            raise VerificationError(
-                f"pruned model differs from the masked original at output '{bad[0].name}' "
-                f"(max abs {bad[0].max_abs:.3g}, rel {bad[0].max_rel:.3g}); nothing written")
-    return PruneResult(pruned, plan, analysis, report, timings)
+        probes = probes_for(self.analysis_, [g.id for g in self.analysis_.prunable])
+        stats = InformationStats(self.analysis_, probes, seed=self.config.seed,
+                                 want_shapley=crit == "shapley", **self.limits)
+        tensors = stats.tensors
+        bs = batch_size_for(self.analysis_, tensors, self.calib_batch_mb, cap=64)
+        session = CaptureSession(model, tensors, self.provider, log=self.say)
+        self.provider_used = session.provider
+        total = len(data)
+        for outs in session.stream(_data_batches(data, bs), total=total):
+            stats.update(outs)
+        self.timings["capture_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.metrics_ = stats.result(beta=self.config.beta, fusion=self.config.fusion, lam=self.config.lam)
+        self.timings["metrics_s"] = time.perf_counter() - t0
+        self.say(f"metrics: {len(self.metrics_)} groups from {stats.seen} images")
+
+    def _scores(self) -> dict[int, np.ndarray]:
+        _, crit, _ = self.config.resolved()
+        scores = {}
+        for g in self.analysis_.groups:
+            m = self.metrics_.get(g.id)
+            if crit == "shapley" and m is not None and m.shapley is not None:
+                scores[g.id] = np.asarray(m.shapley)
+            elif crit == "hrank" and m is not None and m.channel_rank is not None:
+                scores[g.id] = np.asarray(m.channel_rank)
+            else:
+                scores[g.id] = group_scores(self.analysis_, g, crit if crit in WEIGHT_CRITERIA else "l1",
+                                            self.config.seed)
+        return scores
+
+    def _weights(self, problem) -> dict[int, float]:
+        _, _, kind = self.config.resolved()
+        w = {}
+        for g in problem.channels:
+            m = self.metrics_.get(g)
+            v = None if m is None else (m.concentration if kind == "concentration" else m.nhsic_alpha)
+            w[g] = v
+        known = [v for v in w.values() if v is not None and v > 0]
+        if not known:
+            raise BudgetError(f"no {kind} measured for any group; cannot weight the allocation")
+        fill = float(np.median(known))
+        missing = [g for g, v in w.items() if v is None or v <= 0]
+        if missing:
+            self.notes.append(f"{len(missing)} group(s) had no {kind} value; given the median")
+        w = {g: (v if v is not None and v > 0 else fill) for g, v in w.items()}
+        # Σ w_g log x_g counts every group alike; scale each by its cost elasticity
+        # (∂ log cost / ∂ log x_g at x = 1) so that equal weights give a near-uniform cut and a
+        # group that touches many layers (a residual width) is not sacrificed for being one variable.
+        budget = problem.budgets[0].cost
+        total = budget.full()
+        elasticity = dict.fromkeys(w, 0.0)
+        for coef, groups in budget.terms:
+            for g in groups:
+                if g in elasticity:
+                    elasticity[g] += coef / total
+        return {g: w[g] * max(elasticity[g], 1e-9) for g in w}
+
+    # --- public -----------------------------------------------------------------------------
+    def fit(self, model: onnx.ModelProto, data=None) -> "Pruner":
+        config = self.config
+        t0 = time.perf_counter()
+        self.analysis_ = analyze(model)
+        self.cost_ = CostModel(self.analysis_)
+        self.timings["analysis_s"] = time.perf_counter() - t0
+        self.say(f"analysis: {len(self.analysis_.groups)} channel groups, {len(self.analysis_.prunable)} prunable")
+        if not self.analysis_.prunable:
+            raise BudgetError("no channel group can be pruned in this model (run `onnxprune analyze` to see why)")
+        if config.needs_data:
+            if data is None:
+                alloc, crit, _ = config.resolved()
+                raise BudgetError(f"allocation '{alloc}' / criterion '{crit}' need calibration data (--data)")
+            self._metrics(model, data)
+        t0 = time.perf_counter()
+        self.scores_ = self._scores()
+        self.timings["scoring_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        alloc, _, _ = config.resolved()
+        a, cost = self.analysis_, self.cost_
+        self.full_ = {"macs": cost.macs(), "params": cost.params()}
+        problem = budget_problem(a, cost, config)
+        if config.ratio is not None:
+            counts = _ratio_counts(a, config)
+        else:
+            check_feasible(problem)
+            kwargs = {}
+            if alloc == "global":
+                kwargs["scores"] = {g: self.scores_[g] for g in problem.channels}
+            if alloc in ("convex", "linear"):
+                kwargs["weights"] = self._weights(problem)
+                kwargs["x_min"] = config.min_keep
+            result = allocate(problem, alloc, **kwargs)
+            self.notes.extend(result.notes)
+            targets = {b.name: b.target for b in problem.budgets}
+            counts, _ = _exact_repair(a, cost, problem, dict(result.counts), self.scores_, targets, self.full_)
+        self.allocation_ = counts
+        self.kept_ = select_all(a, counts, self.scores_)
+        self.timings["allocation_s"] = time.perf_counter() - t0
+        return self
+
+    def plan(self) -> Plan:
+        config, cost = self.config, self.cost_
+        alloc, crit, weights = config.resolved()
+        achieved = {"macs": cost.macs(self.kept_), "params": cost.params(self.kept_)}
+        requested = {}
+        if config.flops_reduction is not None:
+            requested["macs_reduction"] = config.flops_reduction
+        if config.params_reduction is not None:
+            requested["params_reduction"] = config.params_reduction
+        if config.ratio is not None:
+            requested["channel_ratio"] = config.ratio
+        settings = {k: v for k, v in asdict(config).items() if k not in ("verify", "rtol")}
+        settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
+                     "weights": weights}
+        plan = Plan.build(
+            self.analysis_, self.kept_, settings=settings,
+            budget={"requested": requested,
+                    "achieved": {"macs_reduction": 1 - achieved["macs"] / self.full_["macs"],
+                                 "params_reduction": 1 - achieved["params"] / self.full_["params"]},
+                    "notes": list(self.notes)},
+            cost={"unit": "MACs per image; FLOPs = 2 x MACs",
+                  "macs": {"original": self.full_["macs"], "pruned": achieved["macs"]},
+                  "params": {"original": self.full_["params"], "pruned": achieved["params"]}})
+        for gp in plan.groups:
+            if gp.prunable:
+                gp.scores = [float(s) for s in self.scores_[gp.id]]
+            m = self.metrics_.get(gp.id)
+            if m is not None:
+                gp.metrics = {k: v for k, v in m.to_dict().items()
+                              if k not in ("channel_rank", "channel_entropy", "shapley", "group")}
+        return plan
+
+    def transform(self, model: onnx.ModelProto) -> "PruneResult":
+        plan = self.plan()
+        t0 = time.perf_counter()
+        pruned = apply_plan(self.analysis_, plan)
+        self.timings["rewrite_s"] = time.perf_counter() - t0
+        report = None
+        if self.config.verify:
+            t0 = time.perf_counter()
+            report = compare(model, pruned, plan, rtol=self.config.rtol, seed=self.config.seed)
+            self.timings["verify_s"] = time.perf_counter() - t0
+            if not report.ok:
+                bad = [o for o in report.outputs if not o.ok]
+                raise VerificationError(
+                    f"pruned model differs from the masked original at output '{bad[0].name}' "
+                    f"(max abs {bad[0].max_abs:.3g}, rel {bad[0].max_rel:.3g}); nothing written")
+        return PruneResult(pruned, plan, self.analysis_, report, dict(self.timings))
+
+    def save(self, path) -> None:
+        """Save the fitted records (groups, metrics, allocation, scores) as JSON."""
+        from .model_io import write_json_atomic
+        write_json_atomic(path, {"config": asdict(self.config), "plan": self.plan().to_dict(),
+                                 "metrics": {str(g): m.to_dict() for g, m in self.metrics_.items()},
+                                 "allocation": {str(g): n for g, n in self.allocation_.items()},
+                                 "timings": self.timings})
+
+
+def prune(model: onnx.ModelProto, config: PruneConfig, data=None,
+          progress: Callable[[str], None] | None = None, **kwargs) -> PruneResult:
+    """Prune ``model`` under ``config`` (see :class:`Pruner`)."""
+    return Pruner(config, progress, **kwargs).fit(model, data).transform(model)

@@ -194,7 +194,8 @@ class _Rewriter:
             used = {i for n in g.node for i in n.input} | outputs
             dead = [n for n in g.node if n.output and not any(o in used for o in n.output)
                     and n.op_type in ("Constant", "ConstantOfShape", "Concat", "Reshape", "Cast",
-                                      "Transpose", "Slice", "Unsqueeze", "Squeeze", "Gather", "Shape")]
+                                      "Transpose", "Slice", "Unsqueeze", "Squeeze", "Gather", "Shape",
+                                      "Identity")]
             if not dead:
                 break
             for n in dead:
@@ -212,7 +213,19 @@ class _Rewriter:
                 g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
         del g.value_info[:]
 
+    def check_nonempty(self) -> None:
+        """A tensor left with no channel (a producer whose whole span in its group is removed,
+        the output of a channel Slice or Split) makes a graph no runtime accepts."""
+        for name, lay in self.a.layouts.items():
+            if lay.channels and self.touched(name) and len(self.keep(name)) == 0:
+                p = self.a.view.producer.get(name)
+                where = f", the output of {self.a.view.label(p)}," if p is not None else ""
+                groups = sorted({s.group for s in lay.segments if s.group is not None})
+                raise PlanError(f"the plan keeps no channel of tensor '{name}'{where} "
+                                f"(group {', '.join(map(str, groups))}); keep at least one")
+
     def run(self) -> onnx.ModelProto:
+        self.check_nonempty()
         self.slice_params()
         for u in self.a.updates:
             self.apply_update(u)

@@ -14,20 +14,78 @@ _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.flo
              onnx.TensorProto.BOOL: np.bool_}
 
 
+_WORKING: dict[str, bool] = {}
+
+
+def _provider_works(name: str) -> bool:
+    """onnxruntime-gpu lists CUDA even where its libraries cannot load: try a tiny session."""
+    if name not in _WORKING:
+        import onnxruntime as ort
+        x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        g = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+        m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 13)])
+        ort.set_default_logger_severity(4)
+        try:
+            s = ort.InferenceSession(m.SerializeToString(), providers=[name, "CPUExecutionProvider"])
+            _WORKING[name] = name in s.get_providers()
+        except Exception:
+            _WORKING[name] = False
+        finally:
+            ort.set_default_logger_severity(2)
+    return _WORKING[name]
+
+
 def available_providers(prefer: str = "auto") -> list[str]:
-    """CUDA (or TensorRT when asked) when this onnxruntime offers it, else CPU."""
+    """CUDA (or TensorRT when asked) when this onnxruntime offers it and it loads, else CPU."""
     import onnxruntime as ort
     have = ort.get_available_providers()
     order = {"auto": ["CUDAExecutionProvider"], "cuda": ["CUDAExecutionProvider"],
              "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"], "cpu": []}[prefer]
-    return [p for p in order if p in have] + ["CPUExecutionProvider"]
+    return [p for p in order if p in have and _provider_works(p)] + ["CPUExecutionProvider"]
+
+
+def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose first input and outputs have a symbolic batch dimension (value_info cleared).
+    Graphs that bake the batch size into a Reshape still fail at run time; callers fall back."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name for t in m.graph.initializer}
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del m.graph.value_info[:]
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value if model.graph.input else 0
+    if batch:   # Reshape targets that spell the batch size out copy it from the input instead
+        from onnx import numpy_helper
+        inits_by_name = {t.name: t for t in m.graph.initializer}
+        for node in m.graph.node:
+            if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits_by_name:
+                continue
+            allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+            target = numpy_helper.to_array(inits_by_name[node.input[1]]).copy()
+            if target.ndim == 1 and target.size and target[0] == batch:
+                if allowzero and -1 in target:
+                    continue
+                target[0] = -1 if allowzero else 0
+                name = node.input[1] + "__dynbatch"
+                if name not in inits_by_name:
+                    t = numpy_helper.from_array(target, name)
+                    m.graph.initializer.append(t)
+                    inits_by_name[name] = t
+                node.input[1] = name
+    return m
 
 
 def make_session(model: onnx.ModelProto | bytes | str, providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, quiet: bool = False):
     import onnxruntime as ort
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4 if quiet else 3
     if threads:
         opts.intra_op_num_threads = threads
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import PlanError
+from .errors import PlanError, VerificationError
 from .plan import Plan
 from .runtime import make_session, random_inputs
 
@@ -69,6 +69,31 @@ def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     return model
 
 
+def _dynamic_hint(model: onnx.ModelProto) -> str:
+    """Advice when random inputs were made for inputs whose non-batch dimensions are dynamic
+    (``random_inputs`` fills them with 1, which rarely fits a CNN)."""
+    inits = {t.name for t in model.graph.initializer}
+    dynamic = {}
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        axes = [k for k, d in enumerate(dims) if k > 0 and not d.HasField("dim_value")]
+        if vi.name not in inits and axes:
+            dynamic[vi.name] = axes
+    if not dynamic:
+        return ""
+    which = ", ".join(f"'{n}' (axis {', '.join(map(str, a))})" for n, a in dynamic.items())
+    return (f"; dynamic dimensions of input {which} were filled with 1 for the random inputs: "
+            f"pass --input-shape {next(iter(dynamic))}=1x3xHxW with the real sizes")
+
+
+def _run(session, feeds, what: str, source: str, hint: str) -> list:
+    try:
+        return session.run(None, feeds)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise VerificationError(f"onnxruntime cannot run {what} on {source}: {msg}{hint}") from None
+
+
 @dataclass(frozen=True)
 class OutputDiff:
     name: str
@@ -97,11 +122,12 @@ def compare(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan,
     """
     masked = masked_model(original, plan)
     source = "given data" if feeds is not None else f"random normal inputs (seed {seed})"
+    hint = "" if feeds is not None else _dynamic_hint(original)
     feeds = feeds if feeds is not None else random_inputs(original, seed=seed)
-    ref = make_session(masked).run(None, feeds)
+    ref = _run(make_session(masked), feeds, "the masked original model", source, hint)
     s_pruned = make_session(pruned)
     names = [o.name for o in s_pruned.get_outputs()]
-    got = s_pruned.run(None, feeds)
+    got = _run(s_pruned, feeds, "the pruned model", source, hint)
     diffs = []
     for name, a, b in zip(names, ref, got):
         a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
