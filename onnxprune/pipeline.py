@@ -180,6 +180,24 @@ def _exact_repair(analysis, cost, problem, counts, scores, targets, full):
             v = exact(trial)
             if ok(v):
                 counts, values, changed = trial, v, True
+    # still more than a point under target: trade one multiple between two groups (small models)
+    for _ in range(20):
+        if not ok(values) or slack(values) <= 0.01 or len(counts) > 64:
+            break
+        best = None
+        for up in counts:
+            if counts[up] + mult[up] > problem.channels[up]:
+                continue
+            for down in counts:
+                if down == up or counts[down] - mult[down] < mins[down]:
+                    continue
+                trial = {**counts, up: counts[up] + mult[up], down: counts[down] - mult[down]}
+                v = exact(trial)
+                if ok(v) and slack(v) < slack(values) and (best is None or slack(v) < best[0]):
+                    best = (slack(v), trial, v)
+        if best is None:
+            break
+        _, counts, values = best
     return counts, values
 
 

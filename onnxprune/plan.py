@@ -133,10 +133,14 @@ class Plan:
             raise PlanError(f"{path}: no such plan file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PlanError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise PlanError(f"{path}: not an onnxprune plan (a JSON {type(d).__name__}, expected an object)")
         try:
             return cls.from_dict(d)
-        except (KeyError, TypeError) as exc:
-            raise PlanError(f"{path}: malformed plan ({exc})") from None
+        except PlanError as exc:
+            raise PlanError(f"{path}: {exc}") from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise PlanError(f"{path}: malformed plan ({type(exc).__name__}: {exc})") from None
 
     def validate(self, analysis: Analysis) -> None:
         """Check that the plan fits the analysed model before anything is touched."""
