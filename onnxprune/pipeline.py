@@ -295,7 +295,9 @@ class Pruner:
         return {g: w[g] * max(elasticity[g], 1e-9) for g in w}
 
     # --- public -----------------------------------------------------------------------------
-    def fit(self, model: onnx.ModelProto, data=None) -> "Pruner":
+    def fit(self, model: onnx.ModelProto, data=None, metrics: dict | None = None) -> "Pruner":
+        """Learn everything needed to prune; ``metrics`` from an earlier fit on the same model
+        and data skip activation capture (e.g. when sweeping budgets)."""
         config = self.config
         t0 = time.perf_counter()
         self.analysis_ = analyze(model)
@@ -304,7 +306,9 @@ class Pruner:
         self.say(f"analysis: {len(self.analysis_.groups)} channel groups, {len(self.analysis_.prunable)} prunable")
         if not self.analysis_.prunable:
             raise BudgetError("no channel group can be pruned in this model (run `onnxprune analyze` to see why)")
-        if config.needs_data:
+        if metrics is not None:
+            self.metrics_ = metrics
+        elif config.needs_data:
             if data is None:
                 alloc, crit, _ = config.resolved()
                 raise BudgetError(f"allocation '{alloc}' / criterion '{crit}' need calibration data (--data)")
