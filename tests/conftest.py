@@ -1,0 +1,33 @@
+"""Shared fixtures: where the real assets live, and a cache of exported models per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS") or PROJECT_ROOT.parent / "shared" / "assets")
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    if not ASSETS.is_dir():
+        pytest.skip(f"real assets not found at {ASSETS} (set ONNXPRUNE_ASSETS)")
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """exported(name, exporter, bn, weights=None) -> path, each combination exported once."""
+    from models.export import export_model
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("exported")
+
+    def get(name: str, exporter: str = "legacy", bn: str = "folded", weights=None) -> Path:
+        key = (name, exporter, bn, str(weights))
+        if key not in cache:
+            path = root / f"{name}-{exporter}-{bn}-{len(cache)}.onnx"
+            cache[key] = export_model(name, path, exporter=exporter, bn=bn, weights=weights)
+        return cache[key]
+    return get
