@@ -116,6 +116,10 @@ def cmd_verify(args) -> int:
     original = _load(args.original, args.input_shape)
     pruned = load_model(args.pruned)
     plan = Plan.load(args.plan)
+    from .plan import file_sha256
+    if plan.model_sha256 and plan.model_sha256 != file_sha256(args.original):
+        raise OnnxPruneError(f"{args.plan} was made for another model (sha256 {plan.model_sha256[:12]}…), "
+                             f"not {args.original}")
     feeds = None
     if args.data:
         try:

@@ -62,12 +62,46 @@ def select_kept(scores: np.ndarray, count: int, equal_blocks: int = 1) -> np.nda
     return np.sort(order[:count]).astype(np.int64)
 
 
+def required_spans(analysis: Analysis) -> dict[int, set[tuple[tuple[int, int], ...]]]:
+    """Per group, the position sets of tensors that carry nothing but this group: each needs at
+    least one kept channel, or the tensor would be empty (e.g. the first stage of a residual
+    width that grows through channel Pad)."""
+    spans: dict[int, set] = {}
+    for lay in analysis.layouts.values():
+        groups = {s.group for s in lay.segments}
+        if len(groups) == 1 and None not in groups:
+            g = next(iter(groups))
+            spans.setdefault(g, set()).add(tuple(sorted((s.start, s.start + s.length) for s in lay.segments)))
+    return spans
+
+
+def _ensure_spans(kept: np.ndarray, scores: np.ndarray, spans) -> np.ndarray:
+    """Swap the best channel of an emptied span in for the weakest kept channel outside it."""
+    keep = set(kept.tolist())
+    for span in sorted(spans, key=lambda sp: sum(b - a for a, b in sp)):
+        inside = [i for a, b in span for i in range(a, b)]
+        if any(i in keep for i in inside):
+            continue
+        best = max(inside, key=lambda i: (scores[i], -i))
+        outside = [i for i in keep if i not in set(inside)]
+        worst = min(outside, key=lambda i: (scores[i], -i))
+        keep.discard(worst)
+        keep.add(best)
+    return np.array(sorted(keep), np.int64)
+
+
 def select_all(analysis: Analysis, counts: Mapping[int, int],
                scores: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
     """Kept indices for every group whose count is below its size."""
     kept = {}
+    spans = None
     for g in analysis.groups:
         n = counts.get(g.id, g.channels)
         if n < g.channels:
-            kept[g.id] = select_kept(scores[g.id], n, g.equal_blocks)
+            k = select_kept(scores[g.id], n, g.equal_blocks)
+            if g.equal_blocks == 1:
+                spans = required_spans(analysis) if spans is None else spans
+                if len(spans.get(g.id, ())) > 1:
+                    k = _ensure_spans(k, scores[g.id], spans[g.id])
+            kept[g.id] = k
     return kept
