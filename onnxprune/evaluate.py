@@ -46,7 +46,7 @@ def top1_accuracy(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray
 def latency(model: onnx.ModelProto, x: np.ndarray, warmup: int = 5, runs: int = 30,
             threads: int | None = None, providers=None) -> dict[str, float]:
     """Wall-clock latency of one batch: median, mean, p90 and IQR in milliseconds."""
-    sess = make_session(model, providers, threads=threads)
+    sess = make_session(with_dynamic_batch(model), providers, threads=threads)
     name = sess.get_inputs()[0].name
     for _ in range(warmup):
         sess.run(None, {name: x})
