@@ -105,9 +105,16 @@ class CaptureSession:
     def stream(self, batches: Iterable[np.ndarray], total: int | None = None,
                progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
         """Yield the captured tensors batch by batch, with a progress line on stderr."""
+        for _, outs in self.stream_with_inputs(batches, total, progress):
+            yield outs
+
+    def stream_with_inputs(self, batches: Iterable[np.ndarray], total: int | None = None,
+                           progress: bool = True) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Like :meth:`stream`, yielding (input batch, captured tensors)."""
         done, t0 = 0, time.perf_counter()
         for x in batches:
-            yield self.run(np.ascontiguousarray(x, dtype=np.float32))
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            yield x, self.run(x)
             done += len(x)
             if progress and sys.stderr.isatty() or (progress and total and done == total):
                 rate = done / max(time.perf_counter() - t0, 1e-9)

@@ -74,6 +74,8 @@ def cmd_prune(args) -> int:
                          ratio=args.ratio, method=args.method, allocation=args.allocation,
                          criterion=args.criterion, weights=args.weights, round_to=args.round_to,
                          min_keep=args.min_keep, beta=args.beta, fusion=args.fusion, lam=args.lam,
+                         shapley_permutations=args.shapley_permutations,
+                         shapley_mc_images=args.shapley_images,
                          seed=args.seed, verify=not args.no_verify)
     config.validate()
     model = _load(args.model, args.input_shape)
@@ -176,8 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uniform: one keep-ratio for every group; global: rank all channels by their "
                         "per-group normalised score; convex: maximise Σ w log x under the budget "
                         "(geometric program); linear: ITPruner's published Σ w x objective")
-    r.add_argument("--criterion", choices=["l1", "l2", "fpgm", "random", "hrank", "shapley"],
-                   help="channel score inside a group (default: from --method, else l1)")
+    r.add_argument("--criterion", choices=["l1", "l2", "fpgm", "random", "hrank", "shapley", "shapley-mc"],
+                   help="channel score inside a group (default: from --method, else l1). shapley: "
+                        "closed-form Shapley values of the next layer's reconstruction game; "
+                        "shapley-mc: Monte-Carlo Shapley values of the network's output KL (slow)")
+    r.add_argument("--shapley-permutations", type=int, default=8, metavar="P",
+                   help="shapley-mc: permutations per group (default 8)")
+    r.add_argument("--shapley-images", type=int, default=32, metavar="M",
+                   help="shapley-mc: calibration images per coalition value (default 32)")
     r.add_argument("--weights", choices=["concentration", "nhsic"],
                    help="layer weights for convex/linear allocation (default: from --method)")
     r.add_argument("--min-keep", type=float, default=0.1, metavar="X",

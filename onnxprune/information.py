@@ -33,7 +33,8 @@ class GroupMetrics:
     nhsic_alpha: float | None = None     # exp(-β s̃)
     channel_rank: list[float] | None = None
     channel_entropy: list[float] | None = None
-    shapley: list[float] | None = None   # local-game Shapley value per channel
+    shapley: list[float] | None = None   # Shapley value per channel (local game, or network KL game)
+    shapley_stderr: list[float] | None = None
     images: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -32,7 +32,7 @@ METHODS = {
     "uniform-l1": ("uniform", "l1", None),
     "uniform-hrank": ("uniform", "hrank", None),
 }
-DATA_CRITERIA = {"shapley", "hrank"}
+DATA_CRITERIA = {"shapley", "shapley-mc", "hrank"}
 WEIGHT_CRITERIA = {"l1", "l2", "fpgm", "random"}
 
 
@@ -54,6 +54,8 @@ class PruneConfig:
     min_keep: float = 0.1                    # convex/linear: no group below this keep-ratio
     beta: float = 500.0                      # ITPruner's β in α = exp(-β s̃)
     fusion: str = "geometric"                # rank/entropy fusion: geometric | harmonic | convex
+    shapley_permutations: int = 8            # shapley-mc: Monte-Carlo permutations per group
+    shapley_mc_images: int = 32              # shapley-mc: images per coalition value
     lam: float = 0.5                         # fusion weight λ of the rank
     seed: int = 0
     verify: bool = True
@@ -245,8 +247,13 @@ class Pruner:
         session = CaptureSession(model, tensors, self.provider, log=self.say)
         self.provider_used = session.provider
         total = len(data)
-        for outs in session.stream(_data_batches(data, bs), total=total):
+        self._mc_images = []
+        kept_images = 0
+        for x, outs in session.stream_with_inputs(_data_batches(data, bs), total=total):
             stats.update(outs)
+            if crit == "shapley-mc" and kept_images < self.config.shapley_mc_images:
+                self._mc_images.append(x[:self.config.shapley_mc_images - kept_images])
+                kept_images += len(self._mc_images[-1])
         self.timings["capture_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.metrics_ = stats.result(beta=self.config.beta, fusion=self.config.fusion, lam=self.config.lam)
@@ -258,7 +265,15 @@ class Pruner:
         scores = {}
         for g in self.analysis_.groups:
             m = self.metrics_.get(g.id)
-            if crit == "shapley" and m is not None and m.shapley is not None:
+            if crit == "shapley-mc" and g.prunable:
+                from .coalitions import network_shapley
+                est = network_shapley(self.model_, self.analysis_, g.id, np.concatenate(self._mc_images),
+                                      permutations=self.config.shapley_permutations, seed=self.config.seed)
+                scores[g.id] = np.asarray(est.values)
+                if m is not None:
+                    m.shapley, m.shapley_stderr = est.values.tolist(), est.stderr.tolist()
+                self.say(f"shapley-mc: group {g.id} ({g.channels} channels), {est.num_evaluations} coalitions")
+            elif crit == "shapley" and m is not None and m.shapley is not None:
                 scores[g.id] = np.asarray(m.shapley)
             elif crit == "hrank" and m is not None and m.channel_rank is not None:
                 scores[g.id] = np.asarray(m.channel_rank)
@@ -300,6 +315,7 @@ class Pruner:
         and data skip activation capture (e.g. when sweeping budgets)."""
         config = self.config
         t0 = time.perf_counter()
+        self.model_ = model
         self.analysis_ = analyze(model)
         self.cost_ = CostModel(self.analysis_)
         self.timings["analysis_s"] = time.perf_counter() - t0
