@@ -21,6 +21,8 @@ from .metrics import (EntropyAccumulator, ProjectedFeatures, RankAccumulator, in
 
 __all__ = ["GroupMetrics", "InformationStats", "local_shapley_conv", "local_shapley_dense"]
 
+RANK_WORK_PER_PROBE = 2e8   # ≈ flops budget of the per-probe SVDs (C·H·W·min(H,W) per image)
+
 
 @dataclass
 class GroupMetrics:
@@ -124,6 +126,13 @@ class InformationStats:
             self.stat_probes[g] = [ps[i] for i in idx]
         self.all_probes = by_group
         self.rank = {(g, i): RankAccumulator() for g in self.groups for i, _ in enumerate(self.stat_probes[g])}
+        # rank costs O(C·H·W·min(H, W)) per image: big early maps (ResNet-50 at 224) get fewer images
+        self.rank_limit = {}
+        for g in self.groups:
+            for i, p in enumerate(self.stat_probes[g]):
+                shape = analysis.view.shape(p.tensor) or []
+                work = p.length * int(np.prod([d or 1 for d in shape[2:]])) * min([d or 1 for d in shape[2:]] or [1])
+                self.rank_limit[(g, i)] = int(np.clip(RANK_WORK_PER_PROBE // max(work, 1), 16, rank_images))
         self.entropy = {(g, i): EntropyAccumulator("gaussian") for g in self.groups
                         for i, _ in enumerate(self.stat_probes[g])}
         self.hsic = {g: ProjectedFeatures(dim=hsic_dim, seed=seed + g) for g in self.groups}
@@ -161,8 +170,9 @@ class InformationStats:
         for g in self.groups:
             for i, p in enumerate(self.stat_probes[g]):
                 x = self._channels(outs[p.tensor], p)
-                if x.ndim == 4 and p.axis == 1 and take["rank"]:
-                    self.rank[(g, i)].update(x[:take["rank"]])
+                r_take = max(0, min(n, self.rank_limit[(g, i)] - self.seen))
+                if x.ndim == 4 and p.axis == 1 and r_take:
+                    self.rank[(g, i)].update(x[:r_take])
                 if p.axis == 1 and p.block == 1 and 2 <= x.ndim <= 4:
                     self.entropy[(g, i)].update(x.reshape(x.shape + (1,) * (4 - x.ndim)))
             if take["hsic"]:
@@ -207,7 +217,8 @@ class InformationStats:
                 channel_rank=(np.divide(ch_rank, np.maximum(ch_cnt, 1))).tolist() if ranks else None,
                 channel_entropy=(np.divide(ch_ent, np.maximum(ent_cnt, 1))).tolist() if ents else None,
                 shapley=self.shapley[g].tolist() if self.want_shapley else None,
-                images={"rank": min(self.seen, self.limits["rank"]), "hsic": min(self.seen, self.limits["hsic"]),
+                images={"rank": min(self.seen, max(self.rank_limit[(g, i)] for i, _ in enumerate(self.stat_probes[g]))),
+                        "hsic": min(self.seen, self.limits["hsic"]),
                         "shapley": min(self.seen, self.limits["shapley"]), "entropy": self.seen})
         self._fuse(out, fusion, lam)
         self._nhsic(out, beta)
