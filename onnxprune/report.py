@@ -1,6 +1,7 @@
 """Human-readable and JSON reports of an analysis, a prune run and a verification."""
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def analysis_table(analysis: Analysis, cost: CostModel, title: str, verbose: boo
     rows += ["", f"total: {len(analysis.groups)} groups, {len(analysis.prunable)} prunable, {n_skip} skipped; "
                  f"prunable groups touch {100 * min(prunable_share, 1):.1f}% of MACs (a conv between two "
                  "groups counts for both)"]
-    reasons = Counter(r.split(" at ")[0] for g in analysis.groups for r in g.skip_reasons)
+    reasons = Counter(re.sub(r" ?(\[[^\]]*\]→\[[^\]]*\]|'[^']*')", "", r.split(" at ")[0])
+                      for g in analysis.groups for r in g.skip_reasons)
     if reasons:
         rows.append("skip reasons: " + "; ".join(f"{r} (×{n})" for r, n in reasons.most_common(6)))
     return "\n".join(rows)
