@@ -56,6 +56,8 @@ class PruneConfig:
     fusion: str = "geometric"                # rank/entropy fusion: geometric | harmonic | convex
     shapley_permutations: int = 8            # shapley-mc: Monte-Carlo permutations per group
     shapley_mc_images: int = 32              # shapley-mc: images per coalition value
+    temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)   # convex/linear: weight sharpness candidates
+    select_images: int = 128                 # calibration images that pick among the candidates
     lam: float = 0.5                         # fusion weight λ of the rank
     seed: int = 0
     verify: bool = True
@@ -213,6 +215,17 @@ def _data_batches(data, batch_size: int):
             yield x
 
 
+def _first_images(data, n: int) -> np.ndarray:
+    """The first ``n`` calibration images as one array."""
+    out, have = [], 0
+    for x in _data_batches(data, min(n, 64)):
+        out.append(np.asarray(x, np.float32)[:n - have])
+        have += len(out[-1])
+        if have >= n:
+            break
+    return np.concatenate(out)
+
+
 class Pruner:
     """``Pruner(config).fit(model, data)`` learns groups, metrics, allocation and scores;
     ``.transform(model)`` returns a :class:`PruneResult` with the pruned model.
@@ -282,7 +295,64 @@ class Pruner:
                                             self.config.seed)
         return scores
 
-    def _weights(self, problem) -> dict[int, float]:
+    def _kl_of(self, kept, images, ref_logp) -> float:
+        """Mean KL(unpruned ‖ pruned) of the first output on calibration images."""
+        from .coalitions import _log_softmax
+        from .evaluate import predict
+        plan = Plan.build(self.analysis_, kept)
+        pruned = apply_plan(self.analysis_, plan, check=False)
+        logp = _log_softmax(predict(pruned, [images]))
+        kl = float((np.exp(ref_logp) * (ref_logp - logp)).sum(axis=1).mean())
+        agree = float(np.mean(np.argmax(logp, 1) == np.argmax(ref_logp, 1)))
+        return agree, kl
+
+    def _select_allocation(self, problem, data, targets, alloc) -> dict[int, int]:
+        """Solve for every weight sharpness t (weights w^t; t = 0 leaves only the cost elasticity)
+        and for the uniform allocation; keep the one whose pruned model's outputs stay closest
+        (KL) to the unpruned model's on calibration images. Label-free."""
+        from .coalitions import _log_softmax
+        from .evaluate import predict
+        images = _first_images(data, self.config.select_images)
+        ref_logp = _log_softmax(predict(self.model_, [images]))
+        base = self._weights(problem, raw=True)
+        candidates = []
+        for t in self.config.temperatures:
+            w = self._scaled(problem, {g: v ** t for g, v in base.items()})
+            result = allocate(problem, alloc, weights=w, x_min=self.config.min_keep)
+            candidates.append((f"{alloc} t={t:g}", dict(result.counts), result.notes))
+        if len(self.config.temperatures) > 1:
+            result = allocate(problem, "uniform")
+            candidates.append(("uniform", dict(result.counts), result.notes))
+        scored = []
+        for name, counts, notes in candidates:
+            counts, _ = _exact_repair(self.analysis_, self.cost_, problem, counts, self.scores_, targets, self.full_)
+            agree, kl = self._kl_of(select_all(self.analysis_, counts, self.scores_), images, ref_logp)
+            scored.append(((-agree, kl), name, counts, notes))
+        scored.sort(key=lambda r: r[0])
+        (agree, kl), name, counts, notes = scored[0]
+        self.notes.extend(notes)
+        if len(scored) > 1:
+            self.notes.append("allocation chosen by agreement with the unpruned model's top-1 on %d "
+                              "calibration images (then KL): %s" % (len(images), ", ".join(
+                                  f"{n} {100 * -a:.1f}%/{k:.3f}" for (a, k), n, _, _ in sorted(scored, key=lambda r: r[1]))))
+            self.say(f"allocation: {name} (agreement {100 * -agree:.1f}%, KL {kl:.3f})")
+        self.allocation_choice_ = name
+        return counts
+
+    def _scaled(self, problem, w: dict[int, float]) -> dict[int, float]:
+        """Σ w_g log x_g counts every group alike; scale each by its cost elasticity
+        (∂ log cost / ∂ log x_g at x = 1) so that equal weights give a near-uniform cut and a
+        group that touches many layers (a residual width) is not sacrificed for being one variable."""
+        budget = problem.budgets[0].cost
+        total = budget.full()
+        elasticity = dict.fromkeys(w, 0.0)
+        for coef, groups in budget.terms:
+            for g in groups:
+                if g in elasticity:
+                    elasticity[g] += coef / total
+        return {g: w[g] * max(elasticity[g], 1e-9) for g in w}
+
+    def _weights(self, problem, raw: bool = False) -> dict[int, float]:
         _, _, kind = self.config.resolved()
         w = {}
         for g in problem.channels:
@@ -297,17 +367,9 @@ class Pruner:
         if missing:
             self.notes.append(f"{len(missing)} group(s) had no {kind} value; given the median")
         w = {g: (v if v is not None and v > 0 else fill) for g, v in w.items()}
-        # Σ w_g log x_g counts every group alike; scale each by its cost elasticity
-        # (∂ log cost / ∂ log x_g at x = 1) so that equal weights give a near-uniform cut and a
-        # group that touches many layers (a residual width) is not sacrificed for being one variable.
-        budget = problem.budgets[0].cost
-        total = budget.full()
-        elasticity = dict.fromkeys(w, 0.0)
-        for coef, groups in budget.terms:
-            for g in groups:
-                if g in elasticity:
-                    elasticity[g] += coef / total
-        return {g: w[g] * max(elasticity[g], 1e-9) for g in w}
+        mean = float(np.mean(list(w.values())))
+        w = {g: v / mean for g, v in w.items()}
+        return w if raw else self._scaled(problem, w)
 
     # --- public -----------------------------------------------------------------------------
     def fit(self, model: onnx.ModelProto, data=None, metrics: dict | None = None) -> "Pruner":
@@ -342,16 +404,19 @@ class Pruner:
             counts = _ratio_counts(a, config)
         else:
             check_feasible(problem)
-            kwargs = {}
-            if alloc == "global":
-                kwargs["scores"] = {g: self.scores_[g] for g in problem.channels}
-            if alloc in ("convex", "linear"):
-                kwargs["weights"] = self._weights(problem)
-                kwargs["x_min"] = config.min_keep
-            result = allocate(problem, alloc, **kwargs)
-            self.notes.extend(result.notes)
             targets = {b.name: b.target for b in problem.budgets}
-            counts, _ = _exact_repair(a, cost, problem, dict(result.counts), self.scores_, targets, self.full_)
+            if alloc in ("convex", "linear") and data is not None:
+                counts = self._select_allocation(problem, data, targets, alloc)
+            else:
+                kwargs = {}
+                if alloc == "global":
+                    kwargs["scores"] = {g: self.scores_[g] for g in problem.channels}
+                if alloc in ("convex", "linear"):
+                    kwargs["weights"] = self._weights(problem)
+                    kwargs["x_min"] = config.min_keep
+                result = allocate(problem, alloc, **kwargs)
+                self.notes.extend(result.notes)
+                counts, _ = _exact_repair(a, cost, problem, dict(result.counts), self.scores_, targets, self.full_)
         self.allocation_ = counts
         self.kept_ = select_all(a, counts, self.scores_)
         self.timings["allocation_s"] = time.perf_counter() - t0
