@@ -19,6 +19,7 @@ examples:
   onnxprune prune model.onnx -o small.onnx --flops-reduction 0.45
   onnxprune prune model.onnx -o small.onnx --params-reduction 0.4 --round-to 8 --criterion l2
   onnxprune verify model.onnx small.onnx --plan small.plan.json
+  onnxprune bench model.onnx small.onnx --batch 1,64 --engine ort-cpu -o bench
 """
 
 
@@ -225,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW")
     v.set_defaults(func=cmd_verify)
+    from .bench import add_bench_arguments
+    bb = sub.add_parser("bench", help="latency of models side by side (p50/p90/p99, images/s, MACs speed-up)",
+                        description="Measure latency and throughput of one or more models on the same "
+                                    "engines and batches, interleaved; the first model is the baseline "
+                                    "for speed-ups. Engines that are not present are skipped with a message.")
+    add_bench_arguments(bb)
     return p
 
 
