@@ -110,6 +110,41 @@ def _calibration(args, model):
     return ds
 
 
+def cmd_finetune(args) -> int:
+    from .data import check_against_input, load_dataset, preprocess_from_namespace
+    from .finetune import FinetuneConfig, finetune
+    from .model_io import check_output_path, load_model
+    out = check_output_path(args.model, args.output, args.overwrite)
+    if out.exists() and not args.overwrite and not args.resume:
+        raise OnnxPruneError(f"{out}: exists; pass --overwrite to replace it")
+    model = _load(args.model, args.input_shape)
+    teacher = load_model(args.teacher) if args.teacher else None
+    pre = preprocess_from_namespace(args)
+    train = load_dataset(args.train, pre, limit=args.train_images, seed=args.seed, split=args.train_split)
+    inp = model.graph.input[0]
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    check_against_input(train, shape, inp.name, source=args.train)
+    val = None
+    if args.val:
+        vds = load_dataset(args.val, pre, limit=args.val_images, seed=args.seed, split=args.val_split)
+        val = vds.arrays()
+        if val[1] is None:
+            raise OnnxPruneError(f"{args.val}: validation data has no labels")
+    cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.wd,
+                         label_smoothing=args.label_smoothing, crop_padding=args.crop_padding,
+                         flip=not args.no_flip, kd_temperature=args.kd_temperature,
+                         kd_weight=args.kd_weight if teacher is not None else 0.0, seed=args.seed,
+                         max_steps_per_epoch=args.max_steps, device=args.device)
+    if args.kd_weight and teacher is None:
+        raise OnnxPruneError("--kd-weight needs --teacher ORIGINAL.onnx")
+    ckpt = args.checkpoint or str(out) + ".ckpt"
+    _say(f"onnxprune: fine-tuning {args.model} on {len(train)} images from {args.train}")
+    summary = finetune(model, train, val, cfg, out, teacher=teacher, checkpoint=ckpt, resume=args.resume, log=_say)
+    best = summary["best"]
+    print(f"wrote {out} (best epoch {best['epoch']}" + (f", val acc {100 * best['acc']:.2f}%)" if val else ")"))
+    return 0
+
+
 def cmd_verify(args) -> int:
     import numpy as np
     from .model_io import load_model
@@ -226,6 +261,38 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW")
     v.set_defaults(func=cmd_verify)
+    f = sub.add_parser("finetune", help="fine-tune a (pruned) model through the torch bridge",
+                       description="Train an ONNX model with PyTorch (SGD + cosine lr, crop+flip, optional "
+                                   "label smoothing and distillation from the unpruned model) and export "
+                                   "the best epoch back to ONNX. Multi-GPU/multi-node: run under torchrun.")
+    f.add_argument("model", help="the (pruned) ONNX model to train")
+    f.add_argument("--train", required=True, help="labelled training images (folder, .tar.gz, .npz, CIFAR batches)")
+    f.add_argument("--val", help="labelled validation images (the best epoch on these is exported)")
+    f.add_argument("-o", "--output", required=True, help="fine-tuned model path")
+    f.add_argument("--teacher", help="the unpruned ONNX model, for distillation")
+    f.add_argument("--kd-weight", type=float, default=0.0, help="distillation weight α (needs --teacher)")
+    f.add_argument("--kd-temperature", type=float, default=4.0)
+    f.add_argument("--epochs", type=int, default=10)
+    f.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    f.add_argument("--lr", type=float, default=0.05)
+    f.add_argument("--wd", type=float, default=5e-4, help="weight decay")
+    f.add_argument("--label-smoothing", type=float, default=0.0)
+    f.add_argument("--crop-padding", type=int, default=4, help="random-crop padding (0: no crop)")
+    f.add_argument("--no-flip", action="store_true", help="no horizontal flips")
+    f.add_argument("--max-steps", type=int, help="cap steps per epoch (short runs)")
+    f.add_argument("--train-images", type=int, help="use a seeded subset of N training images")
+    f.add_argument("--val-images", type=int, help="use a seeded subset of N validation images")
+    f.add_argument("--train-split", help="sub-folder of --train to use")
+    f.add_argument("--val-split", help="sub-folder of --val to use")
+    f.add_argument("--checkpoint", help="checkpoint path (default OUT.ckpt)")
+    f.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    f.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--overwrite", action="store_true")
+    f.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW")
+    add_preprocess_arguments(f)
+    f.set_defaults(func=cmd_finetune)
+
     from .bench import add_bench_arguments
     bb = sub.add_parser("bench", help="latency of models side by side (p50/p90/p99, images/s, MACs speed-up)",
                         description="Measure latency and throughput of one or more models on the same "
