@@ -41,6 +41,7 @@ class FinetuneConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None   # for short runs
     device: str = "auto"
+    reinsert_bn: bool = True         # BN-folded models: train with BatchNorm, fold it back at export
 
 
 def augment(x, padding: int, flip: bool, generator):
@@ -59,6 +60,29 @@ def augment(x, padding: int, flip: bool, generator):
         mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
+
+
+def calibrate_batchnorm(model: onnx.ModelProto, images: np.ndarray) -> onnx.ModelProto:
+    """Set every BatchNormalization so that it is the identity on the data and its running
+    statistics are the data's: mean μ, var σ², scale √(σ²+ε), bias μ. Used after re-inserting BN
+    into a BN-folded model, so that train-mode batch statistics start out as a no-op."""
+    from onnx import numpy_helper
+    from .capture import CaptureSession
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    if not bns:
+        return model
+    outs = CaptureSession(model, [n.input[0] for n in bns], "cpu").run(np.ascontiguousarray(images, np.float32))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name: t for t in m.graph.initializer}
+    for n in bns:
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        x = outs[n.input[0]].astype(np.float64)
+        axes = (0,) + tuple(range(2, x.ndim))
+        mu, var = x.mean(axis=axes), x.var(axis=axes)
+        for name, value in zip(n.input[1:5], (np.sqrt(var + eps), mu, mu, var)):
+            inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+    return m
 
 
 def _ddp():
@@ -120,6 +144,12 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray] |
     rank, world = _ddp()
     device = _device(config.device)
     torch.manual_seed(config.seed)
+    if config.reinsert_bn and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        from .torch_bridge import reinsert_batchnorm
+        calib = np.concatenate([x for x, _ in train.sample(min(len(train), 256), seed=config.seed).batches(256)])
+        model = calibrate_batchnorm(reinsert_batchnorm(model), calib)
+        say(f"  BN-folded model: re-inserted {sum(n.op_type == 'BatchNormalization' for n in model.graph.node)} "
+            "BatchNorm layers for training (identity on the data; folded back at export)")
     module = OnnxModule(model).to(device)
     n_out = None
     probe = next(iter(train.batches(2)))[0]
@@ -195,7 +225,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray] |
             opt.step()
             step += 1
             seen += len(y)
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((out.argmax(1) == y).sum())
             if rank == 0 and sys.stderr.isatty():
                 print(f"\r  epoch {epoch + 1}/{config.epochs} step {i + 1}/{steps_per_epoch} "
