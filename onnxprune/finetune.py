@@ -182,7 +182,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray] |
         t = (step - warm) / max(1, total_steps - warm)
         return 0.5 * config.lr * (1 + math.cos(math.pi * t))
 
-    start_epoch, history, best = 0, [], {"acc": -1.0, "epoch": -1}
+    start_epoch, history, best = 0, [], {"acc": -math.inf, "epoch": -1}
     ckpt = Path(checkpoint) if checkpoint else None
     if resume:
         if ckpt is None or not ckpt.exists():
