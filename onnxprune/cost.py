@@ -53,6 +53,16 @@ class CostModel:
             name = a.view.nodes[s.node].input[s.input_index]
             self._param_slices[name].append(s)
 
+    def _parameters(self):
+        """(dims, slices) of every initializer that counts as parameters."""
+        for name, tensor in self.analysis.view.initializers.items():
+            if tensor.data_type not in _FLOAT_TYPES:
+                continue
+            slices = self._param_slices.get(name, [])
+            if slices and not slices[0].count_as_param:
+                continue
+            yield list(tensor.dims), slices
+
     # --- exact counts for a concrete selection -------------------------------------------
     def _count(self, tensor, kept) -> int:
         return len(kept_positions(self.analysis, tensor, kept)) if kept else \
@@ -69,15 +79,8 @@ class CostModel:
 
     def params(self, kept: Mapping[int, np.ndarray] | None = None) -> float:
         kept = kept or {}
-        a = self.analysis
         total = 0.0
-        for name, tensor in a.view.initializers.items():
-            if tensor.data_type not in _FLOAT_TYPES:
-                continue
-            slices = self._param_slices.get(name, [])
-            if slices and not slices[0].count_as_param:
-                continue
-            dims = list(tensor.dims)
+        for dims, slices in self._parameters():
             for s in {(s.axis, s.tensor, s.block, s.groups) for s in slices}:
                 axis, t, block, groups = s
                 dims[axis] = self._count(t, kept) * block // groups
@@ -116,15 +119,8 @@ class CostModel:
         return dict(total)
 
     def params_terms(self, prunable: set[int]) -> dict[tuple[int, ...], float]:
-        a = self.analysis
         total: dict[tuple[int, ...], float] = defaultdict(float)
-        for name, tensor in a.view.initializers.items():
-            if tensor.data_type not in _FLOAT_TYPES:
-                continue
-            slices = self._param_slices.get(name, [])
-            if slices and not slices[0].count_as_param:
-                continue
-            dims = list(tensor.dims)
+        for dims, slices in self._parameters():
             forms, coef = [], 1.0
             sliced = {}
             for s in slices:
