@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from models.export import export_model
     from onnxprune.cli import main as cli
-    from onnxprune.cost import CostModel, format_macs, format_count
+    from onnxprune.cost import CostModel, format_count
     from onnxprune.analysis import analyze
     from onnxprune.data import load_dataset, Preprocess
     from onnxprune.evaluate import latency, top1_accuracy

@@ -17,7 +17,7 @@ from .analysis import Analysis
 from .capture import Probe
 from .graph import attr
 from .metrics import (EntropyAccumulator, ProjectedFeatures, RankAccumulator, information_concentration,
-                      linear_gram, nhsic_importance, normalize_across_layers, normalize_entropy)
+                      nhsic_importance, normalize_across_layers, normalize_entropy)
 
 __all__ = ["GroupMetrics", "InformationStats", "local_shapley_conv", "local_shapley_dense"]
 

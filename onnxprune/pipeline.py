@@ -16,7 +16,7 @@ import onnx
 from .allocation import AllocationProblem, Budget, Posynomial, allocate, check_feasible
 from .analysis import Analysis, analyze
 from .cost import CostModel
-from .errors import BudgetError, OnnxPruneError, VerificationError
+from .errors import BudgetError, VerificationError
 from .plan import Plan
 from .rewrite import apply_plan
 from .selection import group_scores, select_all
@@ -295,8 +295,8 @@ class Pruner:
                                             self.config.seed)
         return scores
 
-    def _kl_of(self, kept, images, ref_logp) -> float:
-        """Mean KL(unpruned ‖ pruned) of the first output on calibration images."""
+    def _agreement_and_kl(self, kept, images, ref_logp) -> float:
+        """Top-1 agreement with the unpruned model and mean KL(unpruned ‖ pruned) on calibration images."""
         from .coalitions import _log_softmax
         from .evaluate import predict
         plan = Plan.build(self.analysis_, kept)
@@ -326,7 +326,7 @@ class Pruner:
         scored = []
         for name, counts, notes in candidates:
             counts, _ = _exact_repair(self.analysis_, self.cost_, problem, counts, self.scores_, targets, self.full_)
-            agree, kl = self._kl_of(select_all(self.analysis_, counts, self.scores_), images, ref_logp)
+            agree, kl = self._agreement_and_kl(select_all(self.analysis_, counts, self.scores_), images, ref_logp)
             scored.append(((-agree, kl), name, counts, notes))
         scored.sort(key=lambda r: r[0])
         (agree, kl), name, counts, notes = scored[0]

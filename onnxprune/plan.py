@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import Analysis, Group
+from .analysis import Analysis
 from .errors import PlanError
 
 __all__ = ["GroupPlan", "Plan", "edge_records", "file_sha256", "PLAN_FORMAT"]
