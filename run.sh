@@ -13,7 +13,7 @@ setup() {
     python3 -m venv "$VENV"
     # torch is pinned to the CPU build for development; the package itself accepts any torch>=2.1
     "$VENV/bin/pip" install -q -c constraints-dev.txt torch
-    "$VENV/bin/pip" install -q -c constraints-dev.txt -e ".[torch,test,demo]"
+    "$VENV/bin/pip" install -q -c constraints-dev.txt -e ".[torch,test,demo,plot]"
   fi
 }
 

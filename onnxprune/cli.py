@@ -145,6 +145,23 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .model_io import write_text_atomic
+    from .plan import Plan
+    from .plots import plan_markdown, plot_keep_ratios
+    plan = Plan.load(args.plan)
+    text = plan_markdown(plan, title=f"Pruning report: {Path(args.plan).name}")
+    if args.output:
+        write_text_atomic(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    if args.png:
+        plot_keep_ratios(plan, args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     import numpy as np
     from .model_io import load_model
@@ -292,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW")
     add_preprocess_arguments(f)
     f.set_defaults(func=cmd_finetune)
+
+    rp = sub.add_parser("report", help="a readable report of a plan (Markdown) and a keep-ratio plot (PNG)",
+                        description="Budget requested vs achieved, per-group keep-ratios and metrics, and "
+                                    "every skipped group with its reason, from a plan written by `prune`.")
+    rp.add_argument("plan", help="the plan JSON")
+    rp.add_argument("-o", "--output", help="write the Markdown here instead of printing it")
+    rp.add_argument("--png", help="also plot keep-ratio per group to this PNG (needs matplotlib)")
+    rp.set_defaults(func=cmd_report)
 
     from .bench import add_bench_arguments
     bb = sub.add_parser("bench", help="latency of models side by side (p50/p90/p99, images/s, MACs speed-up)",

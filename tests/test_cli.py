@@ -366,3 +366,12 @@ def test_verify_with_a_plan_from_another_model(cli, model_path, tmp_path):
     assert re.search(r"another model|tensor|edge|group", msg), msg
     msg = refused(cli, tmp_path, "verify", other, tmp_path / "chain_small.onnx", "--plan", plan_path)
     assert re.search(r"another model|tensor|edge|group", msg), msg
+
+
+def test_report_markdown_and_png(cli, model_path, tmp_path):
+    _, _, out, plan_path = prune_ok(cli, model_path, "--flops-reduction", 0.3)
+    rc, stdout, err = cli("report", plan_path, "-o", tmp_path / "r.md", "--png", tmp_path / "r.png")
+    assert rc == 0, err
+    text = (tmp_path / "r.md").read_text()
+    assert "requested: macs_reduction 30.00 %" in text and "## Skipped groups" in text
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
