@@ -4,7 +4,7 @@ model with the same recipe, report one-shot and fine-tuned top-1.
 Recipe (CPU-sized): --steps SGD steps of batch 128 on the JPEG training set, lr 0.02 cosine,
 wd 5e-4, crop+flip, distillation from the unpruned model (α 0.5, T 4), BN re-inserted for training
 and folded back. Usage:
-  python benchmarks/b1_finetune.py [--budget 0.455] [--methods infoconc,uniform-l1,onnxsim-wanda] [--steps 150]
+  python benchmarks/b1_finetune.py [--budgets 0.3,0.455,0.55,0.7] [--methods infoconc,uniform-l1,onnxsim-wanda] [--steps 150]
 Writes benchmarks/results/b1_finetune.{json,md}.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", type=float, default=0.455)
+    ap.add_argument("--budgets", default="0.455", help="comma-separated MACs reductions")
     ap.add_argument("--methods", default="infoconc,uniform-l1,onnxsim-wanda")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -58,13 +58,14 @@ def main() -> None:
     cfg = FinetuneConfig(epochs=1, batch_size=128, lr=0.02, kd_weight=0.5, max_steps_per_epoch=args.steps,
                          warmup_epochs=0.1)
     rows = [{"method": "unpruned", "acc_lossless": top1_accuracy(teacher, xl, yl), "acc_jpeg": top1_accuracy(teacher, xj, yj)}]
-    for method in args.methods.split(","):
+    budgets = [float(b) for b in args.budgets.split(",")]
+    for budget, method in [(b, m) for b in budgets for m in args.methods.split(",")]:
         t0 = time.perf_counter()
         if method.startswith("onnxsim"):
             calib_feeds = [{teacher.graph.input[0].name: x[:1]} for x, _ in calib.batches(1)][:8]
-            pm, _, note = onnxsim_matched(teacher, args.budget, cost_of, method.split("-")[1], calib_feeds)
+            pm, _, note = onnxsim_matched(teacher, budget, cost_of, method.split("-")[1], calib_feeds)
         else:
-            pm = prune(teacher, PruneConfig(flops_reduction=args.budget, method=method), data=calib).model
+            pm = prune(teacher, PruneConfig(flops_reduction=budget, method=method), data=calib).model
         t_prune = time.perf_counter() - t0
         one = (top1_accuracy(pm, xl, yl), top1_accuracy(pm, xj, yj))
         save_model(pm, tmp / f"{method}.onnx")
@@ -74,21 +75,21 @@ def main() -> None:
         ft = load_model(tmp / f"{method}-ft.onnx")
         after = (top1_accuracy(ft, xl, yl), top1_accuracy(ft, xj, yj))
         macs, params = cost_of(ft)
-        rows.append({"method": method, "macs_reduction": 1 - macs / base[0], "params_reduction": 1 - params / base[1],
+        rows.append({"method": method, "budget": budget, "macs_reduction": 1 - macs / base[0], "params_reduction": 1 - params / base[1],
                      "oneshot_lossless": one[0], "oneshot_jpeg": one[1], "acc_lossless": after[0], "acc_jpeg": after[1],
                      "prune_s": t_prune, "finetune_s": t_ft})
         print(json.dumps(rows[-1]), flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores (torch CPU)"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b1_finetune.json").write_text(json.dumps({"machine": machine, "steps": args.steps, "batch": 128,
-                                                          "budget": args.budget, "rows": rows}, indent=1))
-    md = [f"ResNet-56 / CIFAR-10 at {100 * args.budget:.1f} % fewer MACs, short CPU fine-tune ({args.steps} steps of "
+                                                          "budgets": budgets, "rows": rows}, indent=1))
+    md = [f"ResNet-56 / CIFAR-10, short CPU fine-tune ({args.steps} steps of "
           f"batch 128 = {args.steps * 128 / 50000:.2f} epoch, lr 0.02 cosine, KD α 0.5 T 4), {machine}. "
           f"Unpruned: {100 * rows[0]['acc_lossless']:.2f} % lossless / {100 * rows[0]['acc_jpeg']:.2f} % JPEG.", "",
-          "| method | MACs cut | params cut | one-shot lossless / JPEG | fine-tuned lossless / JPEG | fine-tune s |",
-          "|---|---|---|---|---|---|"]
+          "| target | method | MACs cut | params cut | one-shot lossless / JPEG | fine-tuned lossless / JPEG | fine-tune s |",
+          "|---|---|---|---|---|---|---|"]
     for r in rows[1:]:
-        md.append(f"| {r['method']} | {100 * r['macs_reduction']:.2f}% | {100 * r['params_reduction']:.2f}% | "
+        md.append(f"| {100 * r['budget']:.1f}% | {r['method']} | {100 * r['macs_reduction']:.2f}% | {100 * r['params_reduction']:.2f}% | "
                   f"{100 * r['oneshot_lossless']:.2f} / {100 * r['oneshot_jpeg']:.2f} | "
                   f"{100 * r['acc_lossless']:.2f} / {100 * r['acc_jpeg']:.2f} | {r['finetune_s']:.0f} |")
     (args.out / "b1_finetune.md").write_text("\n".join(md) + "\n")
