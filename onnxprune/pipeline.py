@@ -167,7 +167,10 @@ def _exact_repair(analysis, cost, problem, counts, scores, targets, full):
             if best is None or score > best[0]:
                 best = (score, trial, v)
         if best is None:
-            break
+            reached = ", ".join(f"{k} -{100 * (1 - values[k] / full[k]):.2f} %" for k in targets)
+            wanted = ", ".join(f"{k} -{100 * (1 - targets[k] / full[k]):.2f} %" for k in targets)
+            raise BudgetError(f"the budget ({wanted}) is out of reach with the kept channels every tensor "
+                              f"needs; at most {reached}")
         _, counts, values = best
     # add back, one multiple at a time, what still fits (smallest groups first: cheapest)
     def slack(v):
