@@ -17,7 +17,7 @@ import onnx
 
 from .analysis import Analysis
 from .errors import DataError
-from .runtime import available_providers, make_session, with_dynamic_batch
+from .runtime import AnyBatchSession, available_providers
 
 __all__ = ["Probe", "probes_for", "CaptureSession", "batch_size_for"]
 
@@ -75,31 +75,18 @@ class CaptureSession:
         for t in self.tensors:
             if t not in present:
                 m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-        providers = available_providers(provider)
-        self.fixed_batch = None
-        self.session = make_session(with_dynamic_batch(m), providers, quiet=True)
-        probe = self.session.get_inputs()[0]
-        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
-        try:   # does the graph really accept another batch size?
-            self.session.run(None, {probe.name: np.zeros([2] + shape[1:], np.float32)})
-        except Exception:
-            self.session = make_session(m, providers)
-            self.fixed_batch = shape[0]
-            (log or (lambda s: None))(f"capture: the model fixes batch size {shape[0]}; running per item")
-        self.provider = self.session.get_providers()[0]
-        (log or (lambda s: None))(f"capture: onnxruntime on {self.provider}")
-        self.input = self.session.get_inputs()[0]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        say = log or (lambda s: None)
+        self.session = AnyBatchSession(m, available_providers(provider))
+        if self.session.fixed_batch:
+            say(f"capture: the model fixes batch size {self.session.fixed_batch}; running in slices of it")
+        self.provider = self.session.session.get_providers()[0]
+        say(f"capture: onnxruntime on {self.provider}")
+        self.output_names = self.session.output_names
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if not np.all(np.isfinite(x)):
             raise DataError("calibration batch contains NaN or Inf")
-        if self.fixed_batch and len(x) != self.fixed_batch:
-            parts = [self.session.run(None, {self.input.name: x[i:i + self.fixed_batch]})
-                     for i in range(0, len(x), self.fixed_batch)]
-            outs = [np.concatenate(p) for p in zip(*parts)]
-        else:
-            outs = self.session.run(None, {self.input.name: x})
+        outs = self.session.run(x)
         return dict(zip(self.output_names, outs))
 
     def stream(self, batches: Iterable[np.ndarray], total: int | None = None,

@@ -8,29 +8,22 @@ import numpy as np
 import onnx
 
 from .errors import DataError
-from .runtime import make_session, with_dynamic_batch
+from .runtime import AnyBatchSession
 
 __all__ = ["top1_accuracy", "predict", "latency"]
 
 
 def predict(model: onnx.ModelProto, batches: Iterable[np.ndarray], providers=None) -> np.ndarray:
     """Logits of the first output for every batch, concatenated."""
-    sess = make_session(with_dynamic_batch(model), providers)
-    inp = sess.get_inputs()[0]
-    try:
-        x0 = np.zeros([2] + [d if isinstance(d, int) else 1 for d in inp.shape[1:]], np.float32)
-        make_session(with_dynamic_batch(model), providers, quiet=True).run(None, {inp.name: x0})
-    except Exception:   # the graph fixes its batch size: feed it one fixed-size slice at a time
-        fixed = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value or 1
-        sess = make_session(model, providers)
-        batches = (x[i:i + fixed] for b in batches for i in range(0, len(b), fixed) for x in [b])
+    sess = AnyBatchSession(model, providers)
+    inp = sess.input
+    want = [d if isinstance(d, int) else None for d in inp.shape]
     outs = []
     for x in batches:
-        want = [d if isinstance(d, int) else None for d in inp.shape]
         if len(want) != x.ndim or any(w is not None and w != s for w, s in zip(want[1:], x.shape[1:])):
             raise DataError(f"data batch of shape {list(x.shape)} does not fit input "
                             f"'{inp.name}' of shape {inp.shape}")
-        outs.append(sess.run(None, {inp.name: x.astype(np.float32, copy=False)})[0])
+        outs.append(sess.run(x.astype(np.float32, copy=False))[0])
     return np.concatenate(outs)
 
 
@@ -46,14 +39,13 @@ def top1_accuracy(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray
 def latency(model: onnx.ModelProto, x: np.ndarray, warmup: int = 5, runs: int = 30,
             threads: int | None = None, providers=None) -> dict[str, float]:
     """Wall-clock latency of one batch: median, mean, p90 and IQR in milliseconds."""
-    sess = make_session(with_dynamic_batch(model), providers, threads=threads)
-    name = sess.get_inputs()[0].name
+    sess = AnyBatchSession(model, providers, threads=threads)
     for _ in range(warmup):
-        sess.run(None, {name: x})
+        sess.run(x)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        sess.run(None, {name: x})
+        sess.run(x)
         times.append(1e3 * (time.perf_counter() - t0))
     t = np.asarray(times)
     q1, q3 = np.percentile(t, [25, 75])

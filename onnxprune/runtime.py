@@ -6,7 +6,7 @@ import onnx
 
 from .errors import OnnxPruneError
 
-__all__ = ["make_session", "available_providers", "random_inputs"]
+__all__ = ["make_session", "available_providers", "random_inputs", "with_dynamic_batch", "AnyBatchSession"]
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
              onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
@@ -112,3 +112,31 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0, batch: int = 2) -> dict
         else:
             feeds[vi.name] = rng.integers(0, 2, dims).astype(dtype)
     return feeds
+
+
+class AnyBatchSession:
+    """A session that takes any batch size on the first input: the model with a symbolic batch
+    dimension when its graph allows it, else the model as exported, fed slices of its fixed batch."""
+
+    def __init__(self, model: onnx.ModelProto, providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
+        self.fixed_batch = None
+        self.session = make_session(with_dynamic_batch(model), providers, threads=threads, quiet=True)
+        name = self.session.get_inputs()[0].name
+        try:   # does the graph really accept another batch size?
+            self.session.run(None, {name: np.zeros([2] + shape[1:], np.float32)})
+        except Exception:
+            self.session = make_session(model, providers, threads=threads)
+            self.fixed_batch = shape[0] or 1
+        self.input = self.session.get_inputs()[0]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs for batch ``x`` (split into fixed-size slices when the model needs it)."""
+        if self.fixed_batch and len(x) != self.fixed_batch:
+            parts = [self.session.run(None, {self.input.name: x[i:i + self.fixed_batch]})
+                     for i in range(0, len(x), self.fixed_batch)]
+            return [np.concatenate(p) for p in zip(*parts)]
+        return self.session.run(None, {self.input.name: x})
