@@ -193,29 +193,10 @@ class InformationStats:
     def result(self, beta: float = 500.0, fusion: str = "geometric", lam: float = 0.5) -> dict[int, GroupMetrics]:
         out: dict[int, GroupMetrics] = {}
         for g in self.groups:
-            c = self.a.groups[g].channels
-            ranks, ch_rank, ch_cnt = [], np.zeros(c), np.zeros(c)
-            ents, ch_ent, ent_cnt = [], np.zeros(c), np.zeros(c)
-            for i, p in enumerate(self.stat_probes[g]):
-                r = self.rank[(g, i)]
-                if r._count:
-                    s = r.result()
-                    ranks.append(float(s.layer_norm))
-                    sl = slice(p.group_offset, p.group_offset + p.length)
-                    ch_rank[sl] += np.asarray(s.channel)
-                    ch_cnt[sl] += 1
-                e = self.entropy[(g, i)]
-                if e._images:
-                    s = e.result()
-                    ents.append(float(s.layer))
-                    sl = slice(p.group_offset, p.group_offset + p.length)
-                    ch_ent[sl] += np.asarray(s.channel)
-                    ent_cnt[sl] += 1
+            rank, channel_rank = self._pool(g, self.rank, lambda r: r._count > 0, "layer_norm")
+            entropy, channel_entropy = self._pool(g, self.entropy, lambda e: e._images > 0, "layer")
             out[g] = GroupMetrics(
-                group=g, rank=float(np.mean(ranks)) if ranks else None,
-                entropy=float(np.mean(ents)) if ents else None,
-                channel_rank=(np.divide(ch_rank, np.maximum(ch_cnt, 1))).tolist() if ranks else None,
-                channel_entropy=(np.divide(ch_ent, np.maximum(ent_cnt, 1))).tolist() if ents else None,
+                group=g, rank=rank, entropy=entropy, channel_rank=channel_rank, channel_entropy=channel_entropy,
                 shapley=self.shapley[g].tolist() if self.want_shapley else None,
                 images={"rank": min(self.seen, max(self.rank_limit[(g, i)] for i, _ in enumerate(self.stat_probes[g]))),
                         "hsic": min(self.seen, self.limits["hsic"]),
@@ -223,6 +204,23 @@ class InformationStats:
         self._fuse(out, fusion, lam)
         self._nhsic(out, beta)
         return out
+
+    def _pool(self, g: int, accs: dict, has_data, layer_field: str):
+        """Mean layer value over a group's probes, and per-channel values averaged over the probes
+        that see each channel; (None, None) when no probe has data."""
+        c = self.a.groups[g].channels
+        layer, total, count = [], np.zeros(c), np.zeros(c)
+        for i, p in enumerate(self.stat_probes[g]):
+            if not has_data(accs[(g, i)]):
+                continue
+            s = accs[(g, i)].result()
+            layer.append(float(getattr(s, layer_field)))
+            sl = slice(p.group_offset, p.group_offset + p.length)
+            total[sl] += np.asarray(s.channel)
+            count[sl] += 1
+        if not layer:
+            return None, None
+        return float(np.mean(layer)), (total / np.maximum(count, 1)).tolist()
 
     def _fuse(self, out, fusion, lam) -> None:
         gs = [g for g in self.groups if out[g].entropy is not None]
