@@ -129,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from models.export import export_model
     from onnxprune.cli import main as cli
-    from onnxprune.cost import CostModel, format_count
-    from onnxprune.analysis import analyze
-    from onnxprune.data import load_dataset, Preprocess
-    from onnxprune.evaluate import latency, top1_accuracy
-    from onnxprune.model_io import load_model
+    from onnxprune.data import Preprocess
 
     args.out.mkdir(parents=True, exist_ok=True)
     original = args.out / "resnet56.onnx"
@@ -154,23 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n4/4 one-shot accuracy (no fine-tuning) on the 1017 lossless CIFAR-10 test images, "
           "latency on onnxruntime CPU (batch 64)")
-    pre = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    ds = load_dataset(test_npz, pre, shuffle=False)
-    x, y = ds.arrays()
-    rows = []
-    batch = np.ascontiguousarray(x[:64])
-    for name, path in (("original", original), ("pruned", pruned)):
-        m = load_model(path)
-        cost = CostModel(analyze(m))
-        acc = top1_accuracy(m, x, y)
-        lat = latency(m, batch, warmup=3, runs=20)
-        rows.append((name, cost.macs(), cost.params(), acc, lat["p50_ms"]))
-    print(f"{'model':<10} {'MACs (FLOPs=2xMACs)':>22} {'params':>10} {'top-1':>8} {'p50 ms/64':>10}")
-    for name, macs, params, acc, ms in rows:
-        print(f"{name:<10} {format_count(macs):>22} {format_count(params):>10} {100 * acc:>7.2f}% {ms:>10.1f}")
-    print(f"latency speed-up {rows[0][4] / rows[1][4]:.2f}x for a MACs ratio of {rows[0][1] / rows[1][1]:.2f}x "
-          "(same session, same machine; CPU times are noisy, compare ratios)")
-    print("One-shot accuracy drops without fine-tuning; recovering it is the job of fine-tuning.")
+    _summary([("original", original), ("pruned (one-shot)", pruned)], test_npz,
+             Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), 64)
+    print("One-shot accuracy drops without fine-tuning; `onnxprune finetune` recovers it.")
     return 0
 
 
