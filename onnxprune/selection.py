@@ -75,18 +75,28 @@ def required_spans(analysis: Analysis) -> dict[int, set[tuple[tuple[int, int], .
     return spans
 
 
-def _ensure_spans(kept: np.ndarray, scores: np.ndarray, spans) -> np.ndarray:
-    """Swap the best channel of an emptied span in for the weakest kept channel outside it."""
-    keep = set(kept.tolist())
+def _select_stratified(scores: np.ndarray, count: int, spans) -> np.ndarray:
+    """Keep ``count`` channels so that every span (a tensor that sees only part of the group)
+    keeps its proportional share, round(count·|span|/channels) and at least one. Spans are filled
+    smallest first, each from the positions no smaller span has claimed, so every ring of a nested
+    chain gets exactly its share; within a ring the best scores win. This is what the cost model
+    assumes (expected counts), so the allocation's plan and the pruned model's cost agree (e.g. a
+    residual width grown by channel Pad: the 16 channels of stage 1 keep a quarter of the kept 64)."""
+    c = len(scores)
+    keep: set[int] = set()
+    claimed: set[int] = set()
+
+    def best(positions, k):
+        return sorted(positions, key=lambda i: (-scores[i], i))[:max(0, k)]
+
     for span in sorted(spans, key=lambda sp: sum(b - a for a, b in sp)):
-        inside = [i for a, b in span for i in range(a, b)]
-        if any(i in keep for i in inside):
-            continue
-        best = max(inside, key=lambda i: (scores[i], -i))
-        outside = [i for i in keep if i not in set(inside)]
-        worst = min(outside, key=lambda i: (scores[i], -i))
-        keep.discard(worst)
-        keep.add(best)
+        inside = {i for a, b in span for i in range(a, b)}
+        quota = min(count, max(1, int(np.floor(count * len(inside) / c + 0.5))))
+        have = len(keep & inside)
+        keep.update(best(inside - claimed - keep, min(quota - have, count - len(keep))))
+        claimed |= inside
+    keep.update(best(set(range(c)) - claimed - keep, count - len(keep)))
+    keep.update(best(set(range(c)) - keep, count - len(keep)))
     return np.array(sorted(keep), np.int64)
 
 
@@ -98,10 +108,10 @@ def select_all(analysis: Analysis, counts: Mapping[int, int],
     for g in analysis.groups:
         n = counts.get(g.id, g.channels)
         if n < g.channels:
-            k = select_kept(scores[g.id], n, g.equal_blocks)
+            k = None
             if g.equal_blocks == 1:
                 spans = required_spans(analysis) if spans is None else spans
                 if len(spans.get(g.id, ())) > 1:
-                    k = _ensure_spans(k, scores[g.id], spans[g.id])
-            kept[g.id] = k
+                    k = _select_stratified(np.asarray(scores[g.id]), n, spans[g.id])
+            kept[g.id] = select_kept(scores[g.id], n, g.equal_blocks) if k is None else k
     return kept
