@@ -10,17 +10,16 @@ Writes benchmarks/results/b1_oneshot.{json,md}. Needs ../shared/assets (or ONNXP
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
-IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 OURS = ["infoconc", "itpruner", "uniform-l1", "uniform-hrank"]
 
 
@@ -53,26 +52,20 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--jpeg-test", type=int, default=10000)
     ap.add_argument("--methods", default=",".join(OURS + ["onnxsim-l1", "onnxsim-l2", "onnxsim-wanda"]))
+    ap.add_argument("--base", choices=["pretrained", "adapted"], default="pretrained",
+                    help="starting model: the published weights (default) or the JPEG-adapted ones")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
 
-    from models.export import export_model
+    from b1_common import adapted_resnet56, jpeg_train, pretrained_resnet56, test_sets
     from onnxprune.analysis import analyze
     from onnxprune.cost import CostModel
-    from onnxprune.data import Preprocess, load_dataset
     from onnxprune.evaluate import top1_accuracy
-    from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, Pruner
 
-    pre = Preprocess(**IMAGENET)
-    tmp = Path(tempfile.mkdtemp())
-    path = tmp / "resnet56.onnx"
-    export_model("resnet56", path, exporter="legacy", bn="folded",
-                 weights=str(ASSETS / "pretrained" / "cifar10-resnet56-4bfd9763.th"))
-    model = load_model(path)
-    calib = load_dataset(ASSETS / "cifar10-jpeg" / "train.tar.gz", pre, limit=args.calib, seed=0)
-    xl, yl = load_dataset(ASSETS / "cifar10-lossless-test-first1017.npz", pre, shuffle=False).arrays()
-    xj, yj = load_dataset(ASSETS / "cifar10-jpeg" / "test.tar.gz", pre, limit=args.jpeg_test, seed=0).arrays()
+    model = adapted_resnet56()[0] if args.base == "adapted" else pretrained_resnet56()
+    calib = jpeg_train().sample(args.calib, seed=0)
+    (xl, yl), (xj, yj) = test_sets(args.jpeg_test)
 
     def cost_of(m):
         c = CostModel(analyze(m))
@@ -119,7 +112,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b1_oneshot.json").write_text(json.dumps({"machine": machine, "calib_images": args.calib,
                                                          "jpeg_test_images": len(yj), "rows": rows}, indent=1))
-    md = [f"ResNet-56 / CIFAR-10, one-shot (no fine-tuning). {machine}. Calibration: {args.calib} JPEG train "
+    md = [f"ResNet-56 ({args.base}) / CIFAR-10, one-shot (no fine-tuning). {machine}. Calibration: {args.calib} JPEG train "
           f"images (seed 0). MACs per image; FLOPs = 2 x MACs.", "",
           "| target MACs cut | method | MACs cut | params cut | top-1 lossless (1017) | top-1 JPEG "
           f"({len(yj)}) | time (s) |", "|---|---|---|---|---|---|---|"]

@@ -6,7 +6,8 @@ import onnx
 
 from .errors import OnnxPruneError
 
-__all__ = ["make_session", "available_providers", "random_inputs", "with_dynamic_batch", "AnyBatchSession"]
+__all__ = ["make_session", "available_providers", "random_inputs", "with_dynamic_batch", "AnyBatchSession",
+           "preferred_channel_multiple"]
 
 _NP_TYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
              onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
@@ -43,6 +44,34 @@ def available_providers(prefer: str = "auto") -> list[str]:
     order = {"auto": ["CUDAExecutionProvider"], "cuda": ["CUDAExecutionProvider"],
              "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"], "cpu": []}[prefer]
     return [p for p in order if p in have and _provider_works(p)] + ["CPUExecutionProvider"]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def preferred_channel_multiple(target: str = "cpu", cpu_flags: set[str] | None = None) -> tuple[int, str]:
+    """The channel multiple that the target's kernels run fastest at, with the reason.
+
+    onnxruntime's CPU provider converts convolutions to the NCHWc layout, blocked by 16 channels on
+    AVX-512 and by 8 on AVX/AVX2; a convolution whose channel counts are not multiples of the block
+    falls back to the slower NCHW path, so an exactly pruned model can be no faster than the
+    original. GPUs (CUDA, TensorRT) want multiples of 8 for tensor-core tiles."""
+    if target in ("cuda", "tensorrt", "gpu"):
+        return 8, f"{target}: tensor-core tiles want channel multiples of 8"
+    flags = _cpu_flags() if cpu_flags is None else cpu_flags
+    if "avx512f" in flags:
+        return 16, "onnxruntime CPU on this AVX-512 machine blocks convolutions by 16 channels (NCHWc)"
+    if "avx2" in flags or "avx" in flags:
+        return 8, "onnxruntime CPU on this AVX/AVX2 machine blocks convolutions by 8 channels (NCHWc)"
+    return 8, "no x86 AVX flags found; 8 is a safe multiple for most kernels"
 
 
 def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -188,6 +188,29 @@ def test_prune_round_to(cli, model_path, budget):
         assert abs(plan["budget"]["achieved"]["macs_reduction"] - 0.3) <= 0.03
 
 
+def test_prune_round_to_auto(cli, model_path, monkeypatch):
+    from onnxprune import runtime
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"sse2", "avx", "avx2"})
+    _, plan, _, _ = prune_ok(cli, model_path, "--ratio", 0.3, "--round-to", "auto")
+    assert plan["settings"]["round_to"] == 8
+    for g in plan["groups"]:
+        if g["prunable"]:
+            assert g["kept_count"] % 8 == 0 or g["kept_count"] == g["channels"]
+
+
+def test_preferred_channel_multiple():
+    from onnxprune.runtime import preferred_channel_multiple
+    assert preferred_channel_multiple("cpu", {"avx2", "avx512f"})[0] == 16
+    assert preferred_channel_multiple("cpu", {"avx2"})[0] == 8
+    assert preferred_channel_multiple("cuda", set())[0] == 8
+
+
+def test_prune_round_to_rejects_words(cli, model_path, tmp_path):
+    rc, _, err = cli("prune", model_path, "-o", tmp_path / "o.onnx", "--ratio", 0.3, "--round-to", "fast")
+    assert rc == 2 and "--round-to must be a positive integer or 'auto'" in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_prune_global_allocation(cli, model_path):
     _, plan, _, _ = prune_ok(cli, model_path, "--flops-reduction", 0.3, "--allocation", "global")
     assert plan["settings"]["allocation"] == "global"
