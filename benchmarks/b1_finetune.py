@@ -45,7 +45,7 @@ def main() -> None:
     from onnxprune.cost import CostModel
     from onnxprune.evaluate import top1_accuracy
     from onnxprune.finetune import FinetuneConfig, finetune
-    from onnxprune.model_io import load_model, save_model
+    from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, Pruner
 
     t0 = time.perf_counter()
@@ -139,8 +139,8 @@ def write(args, rows, budgets, adapt_info, adapt_s) -> None:
     if stage_rows:
         keys = [k for k in ("analysis_s", "capture_s", "metrics_s", "scoring_s", "allocation_s", "rewrite_s", "verify_s")
                 if any(k in r["stages_s"] for r in stage_rows)]
-        md += ["", "Stage wall times of our methods (s; capture and metrics run once per method and are reused "
-               "for the other budgets, shown as –):", "",
+        md += ["", "Stage wall times of our methods (s; – : not run, because the method needs no activations "
+               "or because capture and metrics from the first budget are reused):", "",
                "| target | method | " + " | ".join(k[:-2] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
         for r in stage_rows:
             md.append(f"| {100 * r['budget']:.1f}% | {r['method']} | " + " | ".join(
@@ -148,5 +148,15 @@ def write(args, rows, budgets, adapt_info, adapt_s) -> None:
     (args.out / "b1_finetune.md").write_text("\n".join(md) + "\n")
 
 
+def rerender(out: Path) -> None:
+    """Rewrite the Markdown table from an existing JSON (after a change of layout)."""
+    d = json.loads((out / "b1_finetune.json").read_text())
+    args = argparse.Namespace(out=out, base=d["base"], steps=d["steps"], calib=d["calib_images"])
+    write(args, d["rows"], d["budgets"], d["adaptation"], None)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--rerender"]:
+        rerender(Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "benchmarks" / "results" / "b1_full")
+    else:
+        main()
