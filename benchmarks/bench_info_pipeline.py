@@ -3,8 +3,8 @@ rewrite, verify) on real data.
 
 Cases (each in a fresh subprocess, so peak RSS is its own):
   resnet56 with 1024 and 4096 JPEG CIFAR-10 training images (memory must stay flat),
-  resnet50 at 224x224 (random weights: no ImageNet here) with 256 CIFAR images resized to 224.
-Usage: python benchmarks/bench_info_pipeline.py [--cases resnet56:1024,resnet56:4096,resnet50:256]
+  resnet50 at 224x224 (random weights: no ImageNet here) with 512 CIFAR images resized to 224.
+Usage: python benchmarks/bench_info_pipeline.py [--cases resnet56:1024,resnet56:4096,resnet50:512]
 Writes benchmarks/results/info_pipeline.{json,md}.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ print(json.dumps({"model": name, "images": n, "data_open_s": t_data, **res.timin
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", default="resnet56:1024,resnet56:4096,resnet50:256")
+    ap.add_argument("--cases", default="resnet56:1024,resnet56:4096,resnet50:512")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     rows = []
