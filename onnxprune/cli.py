@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep channel counts that are multiples of N; 'auto' picks what the --target "
                         "engine runs fastest (16 on AVX-512 CPUs, 8 on AVX2 CPUs and GPUs). Exact counts "
                         "(1, the default) meet the MACs budget most closely, but onnxruntime's CPU "
-                        "kernels only turn fewer MACs into less time at block multiples")
+                        "kernels only turn fewer MACs into less time at block multiples. A group of N "
+                        "channels or fewer cannot be pruned: for nets with 16-channel layers use 8")
     r.add_argument("--target", choices=["cpu", "cuda", "tensorrt"], default="cpu",
                    help="the engine the pruned model will run on, for --round-to auto (default cpu: this machine)")
     r.add_argument("--seed", type=int, default=0, help="seed for random criteria and verify inputs")
