@@ -18,6 +18,8 @@ ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "asset
 CACHE = Path(os.environ.get("ONNXPRUNE_BENCH_CACHE", ROOT / "benchmarks" / "cache"))
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 WEIGHTS = ASSETS / "pretrained" / "cifar10-resnet56-4bfd9763.th"
+OURS = ["infoconc", "itpruner", "uniform-l1", "uniform-hrank"]
+PEERS = ["onnxsim-l1", "onnxsim-l2", "onnxsim-wanda"]
 # Adaptation recipe: one pass over the JPEG train set, small lr so the pretrained features stay.
 ADAPT = dict(epochs=1, batch_size=128, lr=0.01, warmup_epochs=0.05, weight_decay=5e-4, seed=0)
 
@@ -38,6 +40,47 @@ def test_sets(jpeg_limit: int | None = None):
     lossless = load_dataset(ASSETS / "cifar10-lossless-test-first1017.npz", preprocess(), shuffle=False).arrays()
     jpeg = load_dataset(ASSETS / "cifar10-jpeg" / "test.tar.gz", preprocess(), limit=jpeg_limit, seed=0).arrays()
     return lossless, jpeg
+
+
+def macs_params(model) -> tuple[int, int]:
+    """MACs per image and parameters of an ONNX model."""
+    from onnxprune.analysis import analyze
+    from onnxprune.cost import CostModel
+    c = CostModel(analyze(model))
+    return c.macs(), c.params()
+
+
+def top1_both(model, lossless, jpeg) -> tuple[float, float]:
+    """Top-1 on the lossless and the JPEG test set, as returned by ``test_sets``."""
+    from onnxprune.evaluate import top1_accuracy
+    return top1_accuracy(model, *lossless), top1_accuracy(model, *jpeg)
+
+
+def onnxsim_matched(model, target, kind, calib):
+    """Bisect onnxsim's uniform sparsity until its pruned model's MACs reduction meets ``target``.
+    ``kind`` is l1, l2 or wanda; wanda calibrates on the first 8 images of ``calib``.
+    Returns (pruned model, sparsity, note); the model is None with the reason in the note."""
+    import onnxsim.pruning as P
+    feeds = [{model.graph.input[0].name: x[:1]} for x, _ in calib.batches(1)][:8]
+    base = macs_params(model)[0]
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(12):
+        s = (lo + hi) / 2
+        try:
+            if kind == "wanda":
+                pm = P.apply_structured_wanda_pruning(model, calibration_data=feeds, sparsity=s)
+            else:
+                pm = P.apply_structured_pruning(model, sparsity=s, importance_norm=kind)
+        except Exception as exc:  # noqa: BLE001 - report the peer's failure as it is
+            return None, None, f"onnxsim failed at sparsity {s:.3f}: {type(exc).__name__}: {exc}"[:300]
+        red = 1 - macs_params(pm)[0] / base
+        if red >= target:
+            best, hi = (pm, s), s
+        else:
+            lo = s
+    if best is None:
+        return None, None, f"onnxsim cannot reach {100 * target:.1f}% MACs reduction (max at sparsity 0.95: {100 * red:.1f}%)"
+    return best[0], best[1], ""
 
 
 def pretrained_resnet56():

@@ -25,8 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-OURS = ["infoconc", "itpruner", "uniform-l1", "uniform-hrank"]
-PEERS = ["onnxsim-l1", "onnxsim-l2", "onnxsim-wanda"]
+from b1_common import OURS, PEERS  # noqa: E402
 
 
 def main() -> None:
@@ -39,40 +38,30 @@ def main() -> None:
                     help="starting model: the JPEG-adapted ResNet-56 (default) or the pretrained one")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "b1_full")
     args = ap.parse_args()
-    from b1_common import adapted_resnet56, jpeg_train, pretrained_resnet56, test_sets
-    from b1_oneshot import onnxsim_matched
-    from onnxprune.analysis import analyze
-    from onnxprune.cost import CostModel
-    from onnxprune.evaluate import top1_accuracy
+    from b1_common import (adapted_resnet56, jpeg_train, macs_params, onnxsim_matched, pretrained_resnet56,
+                           test_sets, top1_both)
     from onnxprune.finetune import FinetuneConfig, finetune
     from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, Pruner
 
-    t0 = time.perf_counter()
     if args.base == "adapted":
         teacher, adapt_info = adapted_resnet56()
     else:
         teacher, adapt_info = pretrained_resnet56(), None
-    adapt_s = time.perf_counter() - t0
     tmp = Path(tempfile.mkdtemp())
     train = jpeg_train()
     calib = train.sample(args.calib, seed=0)
-    (xl, yl), (xj, yj) = test_sets()
-
-    def cost_of(m):
-        c = CostModel(analyze(m))
-        return c.macs(), c.params()
+    lossless, jpeg = test_sets()
 
     def acc(m):
-        return top1_accuracy(m, xl, yl), top1_accuracy(m, xj, yj)
+        return top1_both(m, lossless, jpeg)
 
-    base_macs, base_params = cost_of(teacher)
+    base_macs, base_params = macs_params(teacher)
     a_l, a_j = acc(teacher)
     rows = [{"method": "unpruned", "macs": base_macs, "params": base_params, "acc_lossless": a_l, "acc_jpeg": a_j}]
     print(f"start model ({args.base}): lossless {100 * a_l:.2f}%, JPEG {100 * a_j:.2f}%", flush=True)
     cfg = FinetuneConfig(epochs=1, batch_size=128, lr=0.02, kd_weight=0.5, max_steps_per_epoch=args.steps,
                          warmup_epochs=0.1)
-    calib_feeds = [{teacher.graph.input[0].name: x[:1]} for x, _ in calib.batches(1)][:8]
     metrics_cache: dict = {}
     budgets = [float(b) for b in args.budgets.split(",")]
     for budget in budgets:
@@ -87,7 +76,7 @@ def main() -> None:
                 pm, stages = res.model, dict(res.timings)
                 note = getattr(p, "allocation_choice_", "")
             else:
-                pm, s, note = onnxsim_matched(teacher, budget, cost_of, method.split("-")[1], calib_feeds)
+                pm, s, note = onnxsim_matched(teacher, budget, method.split("-")[1], calib)
                 if pm is None:
                     rows.append({"method": method, "budget": budget, "note": note})
                     print(f"{budget:.3f} {method}: {note}", flush=True)
@@ -95,7 +84,7 @@ def main() -> None:
                 note = f"sparsity {s:.3f}"
             stages["prune_total_s"] = time.perf_counter() - t0
             one = acc(pm)
-            macs, params = cost_of(pm)
+            macs, params = macs_params(pm)
             t0 = time.perf_counter()
             finetune(pm, train, None, cfg, tmp / f"{method}-{budget}-ft.onnx", teacher=teacher, log=lambda m: None)
             stages["finetune_s"] = time.perf_counter() - t0
@@ -107,10 +96,10 @@ def main() -> None:
             print(f"{budget:.3f} {method:<14} MACs -{100 * rows[-1]['macs_reduction']:.2f}% params "
                   f"-{100 * rows[-1]['params_reduction']:.2f}%  one-shot {100 * one[0]:.2f}/{100 * one[1]:.2f}  "
                   f"fine-tuned {100 * after[0]:.2f}/{100 * after[1]:.2f}  ({note})", flush=True)
-            write(args, rows, budgets, adapt_info, adapt_s)
+            write(args, rows, budgets, adapt_info)
 
 
-def write(args, rows, budgets, adapt_info, adapt_s) -> None:
+def write(args, rows, budgets, adapt_info) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores (onnxruntime CPU, torch CPU)"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b1_finetune.json").write_text(json.dumps(
@@ -152,7 +141,7 @@ def rerender(out: Path) -> None:
     """Rewrite the Markdown table from an existing JSON (after a change of layout)."""
     d = json.loads((out / "b1_finetune.json").read_text())
     args = argparse.Namespace(out=out, base=d["base"], steps=d["steps"], calib=d["calib_images"])
-    write(args, d["rows"], d["budgets"], d["adaptation"], None)
+    write(args, d["rows"], d["budgets"], d["adaptation"])
 
 
 if __name__ == "__main__":

@@ -20,67 +20,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-OURS = ["infoconc", "itpruner", "uniform-l1", "uniform-hrank"]
-
-
-def onnxsim_matched(model, target, cost_of, kind, calib):
-    """Bisect onnxsim's uniform sparsity until its pruned model's MACs reduction meets target."""
-    import onnxsim.pruning as P
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(12):
-        s = (lo + hi) / 2
-        try:
-            if kind == "wanda":
-                pm = P.apply_structured_wanda_pruning(model, calibration_data=calib, sparsity=s)
-            else:
-                pm = P.apply_structured_pruning(model, sparsity=s, importance_norm=kind)
-        except Exception as exc:  # noqa: BLE001 - report the peer's failure as it is
-            return None, None, f"onnxsim failed at sparsity {s:.3f}: {type(exc).__name__}: {exc}"[:300]
-        red = 1 - cost_of(pm)[0] / cost_of(model)[0]
-        if red >= target:
-            best, hi = (pm, s), s
-        else:
-            lo = s
-    if best is None:
-        return None, None, f"onnxsim cannot reach {100 * target:.1f}% MACs reduction (max at sparsity 0.95: {100 * red:.1f}%)"
-    return best[0], best[1], ""
-
+from b1_common import OURS, PEERS  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default="0.3,0.455,0.55,0.7")
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--jpeg-test", type=int, default=10000)
-    ap.add_argument("--methods", default=",".join(OURS + ["onnxsim-l1", "onnxsim-l2", "onnxsim-wanda"]))
+    ap.add_argument("--methods", default=",".join(OURS + PEERS))
     ap.add_argument("--base", choices=["pretrained", "adapted"], default="pretrained",
                     help="starting model: the published weights (default) or the JPEG-adapted ones")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
 
-    from b1_common import adapted_resnet56, jpeg_train, pretrained_resnet56, test_sets
-    from onnxprune.analysis import analyze
-    from onnxprune.cost import CostModel
-    from onnxprune.evaluate import top1_accuracy
+    from b1_common import (adapted_resnet56, jpeg_train, macs_params, onnxsim_matched,
+                           pretrained_resnet56, test_sets, top1_both)
     from onnxprune.pipeline import PruneConfig, Pruner
 
     model = adapted_resnet56()[0] if args.base == "adapted" else pretrained_resnet56()
     calib = jpeg_train().sample(args.calib, seed=0)
-    (xl, yl), (xj, yj) = test_sets(args.jpeg_test)
-
-    def cost_of(m):
-        c = CostModel(analyze(m))
-        return c.macs(), c.params()
+    lossless, jpeg = test_sets(args.jpeg_test)
 
     def acc(m):
-        return top1_accuracy(m, xl, yl), top1_accuracy(m, xj, yj)
+        return top1_both(m, lossless, jpeg)
 
-    base_macs, base_params = cost_of(model)
+    base_macs, base_params = macs_params(model)
     a_l, a_j = acc(model)
     rows = [{"method": "unpruned", "budget": 0.0, "macs": base_macs, "params": base_params,
              "acc_lossless": a_l, "acc_jpeg": a_j}]
     print(f"unpruned: {base_macs / 1e6:.2f} M MACs, lossless {100 * a_l:.2f}%, jpeg {100 * a_j:.2f}%", flush=True)
     metrics_cache = {}
-    calib_arr = [{model.graph.input[0].name: x[:1]} for x, _ in calib.batches(1)][:8]
     for budget in [float(b) for b in args.budgets.split(",")]:
         for method in args.methods.split(","):
             t0 = time.perf_counter()
@@ -93,14 +62,14 @@ def main() -> None:
                 pm, note = res.model, "; ".join(res.plan.budget["notes"])
             else:
                 kind = method.split("-")[1]
-                pm, s, note = onnxsim_matched(model, budget, cost_of, kind, calib_arr)
+                pm, s, note = onnxsim_matched(model, budget, kind, calib)
                 if pm is None:
                     rows.append({"method": method, "budget": budget, "note": note})
                     print(f"{budget:.3f} {method:<14} {note}", flush=True)
                     continue
                 note = f"sparsity {s:.3f}"
             secs = time.perf_counter() - t0
-            macs, params = cost_of(pm)
+            macs, params = macs_params(pm)
             a_l, a_j = acc(pm)
             rows.append({"method": method, "budget": budget, "macs": macs, "params": params,
                          "macs_reduction": 1 - macs / base_macs, "params_reduction": 1 - params / base_params,
@@ -111,11 +80,11 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, onnxruntime CPU"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "b1_oneshot.json").write_text(json.dumps({"machine": machine, "calib_images": args.calib,
-                                                         "jpeg_test_images": len(yj), "rows": rows}, indent=1))
+                                                         "jpeg_test_images": len(jpeg[1]), "rows": rows}, indent=1))
     md = [f"ResNet-56 ({args.base}) / CIFAR-10, one-shot (no fine-tuning). {machine}. Calibration: {args.calib} JPEG train "
           f"images (seed 0). MACs per image; FLOPs = 2 x MACs.", "",
           "| target MACs cut | method | MACs cut | params cut | top-1 lossless (1017) | top-1 JPEG "
-          f"({len(yj)}) | time (s) |", "|---|---|---|---|---|---|---|"]
+          f"({len(jpeg[1])}) | time (s) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "macs" not in r:
             md.append(f"| {100 * r['budget']:.1f}% | {r['method']} | – | – | – | – | {r['note']} |")

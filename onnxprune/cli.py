@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import OnnxPruneError
+from .errors import BudgetError, OnnxPruneError
 
 EXAMPLES = """
 examples:
@@ -73,7 +73,6 @@ def _round_to(value: str, target: str) -> int:
     try:
         return int(value)
     except ValueError:
-        from .errors import BudgetError
         raise BudgetError(f"--round-to must be a positive integer or 'auto', got {value!r}") from None
 
 

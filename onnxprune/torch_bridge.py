@@ -422,18 +422,23 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONVT = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
+def _conv_inputs(a, args):
+    """Conv/ConvTranspose operands and geometry: x, w, bias or None, spatial rank, kernel,
+    strides and dilations."""
+    x, w = args[0], args[1]
+    b = args[2] if _given(args, 2) else None
+    nd = w.dim() - 2
+    return (x, w, b, nd, list(w.shape[2:]), list(a.get("strides", [1] * nd)),
+            list(a.get("dilations", [1] * nd)))
+
+
 @_op("Conv")
 def _conv(a, opset, node):
     auto_pad = a.get("auto_pad", "NOTSET")
     group = int(a.get("group", 1))
 
     def run(args, rt):
-        x, w = args[0], args[1]
-        b = args[2] if _given(args, 2) else None
-        nd = w.dim() - 2
-        k = list(w.shape[2:])
-        s = list(a.get("strides", [1] * nd))
-        d = list(a.get("dilations", [1] * nd))
+        x, w, b, nd, k, s, d = _conv_inputs(a, args)
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             begin, end = _same_pads(x.shape[2:], k, s, d, auto_pad)
         elif auto_pad == "VALID":
@@ -454,12 +459,7 @@ def _convt(a, opset, node):
     group = int(a.get("group", 1))
 
     def run(args, rt):
-        x, w = args[0], args[1]
-        b = args[2] if _given(args, 2) else None
-        nd = w.dim() - 2
-        k = list(w.shape[2:])
-        s = list(a.get("strides", [1] * nd))
-        d = list(a.get("dilations", [1] * nd))
+        x, w, b, nd, k, s, d = _conv_inputs(a, args)
         op = list(a.get("output_padding", [0] * nd))
         ins = list(x.shape[2:])
         full = [(n - 1) * ss + (kk - 1) * dd + 1 for n, ss, kk, dd in zip(ins, s, k, d)]
