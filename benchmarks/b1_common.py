@@ -25,18 +25,18 @@ ADAPT = dict(epochs=1, batch_size=128, lr=0.01, warmup_epochs=0.05, weight_decay
 
 
 def preprocess():
-    from onnxprune.data import Preprocess
+    from onnxprune.data.core import Preprocess
     return Preprocess(**IMAGENET)
 
 
 def jpeg_train():
-    from onnxprune.data import load_dataset
+    from onnxprune.data.core import load_dataset
     return load_dataset(ASSETS / "cifar10-jpeg" / "train.tar.gz", preprocess(), seed=0)
 
 
 def test_sets(jpeg_limit: int | None = None):
     """(lossless x, y), (JPEG x, y): the 1017 lossless test images and the JPEG test set."""
-    from onnxprune.data import load_dataset
+    from onnxprune.data.core import load_dataset
     lossless = load_dataset(ASSETS / "cifar10-lossless-test-first1017.npz", preprocess(), shuffle=False).arrays()
     jpeg = load_dataset(ASSETS / "cifar10-jpeg" / "test.tar.gz", preprocess(), limit=jpeg_limit, seed=0).arrays()
     return lossless, jpeg
@@ -44,15 +44,15 @@ def test_sets(jpeg_limit: int | None = None):
 
 def macs_params(model) -> tuple[int, int]:
     """MACs per image and parameters of an ONNX model."""
-    from onnxprune.analysis import analyze
-    from onnxprune.cost import CostModel
+    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis.cost import CostModel
     c = CostModel(analyze(model))
     return c.macs(), c.params()
 
 
 def top1_both(model, lossless, jpeg) -> tuple[float, float]:
     """Top-1 on the lossless and the JPEG test set, as returned by ``test_sets``."""
-    from onnxprune.evaluate import top1_accuracy
+    from onnxprune.tools.evaluate import top1_accuracy
     return top1_accuracy(model, *lossless), top1_accuracy(model, *jpeg)
 
 
@@ -95,7 +95,7 @@ def pretrained_resnet56():
 def adapted_resnet56(log=print):
     """The pretrained ResNet-56 fine-tuned once on the JPEG train set (cached). Returns
     (model, info) where info records the recipe, the cache file and the adaptation time."""
-    from onnxprune.finetune import FinetuneConfig, finetune
+    from onnxprune.finetune.recipe import FinetuneConfig, finetune
     from onnxprune.model_io import load_model
     digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:12]
     recipe = hashlib.sha256(json.dumps(ADAPT, sort_keys=True).encode()).hexdigest()[:8]
@@ -115,7 +115,7 @@ def adapted_resnet56(log=print):
 
 if __name__ == "__main__":
     import time
-    from onnxprune.evaluate import top1_accuracy
+    from onnxprune.tools.evaluate import top1_accuracy
     t0 = time.perf_counter()
     model, info = adapted_resnet56()
     (xl, yl), (xj, yj) = test_sets()

@@ -30,8 +30,8 @@ def main() -> None:
     args = ap.parse_args()
     from b1_common import adapted_resnet56, jpeg_train, test_sets
     from models.export import export_model
-    from onnxprune.bench import bench_models
-    from onnxprune.evaluate import top1_accuracy
+    from onnxprune.tools.bench import bench_models
+    from onnxprune.tools.evaluate import top1_accuracy
     from onnxprune.model_io import load_model, save_model
     from onnxprune.pipeline import PruneConfig, Pruner
     from onnxprune.runtime import preferred_channel_multiple

@@ -35,13 +35,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     from models.export import export_model
-    from onnxprune.analysis import analyze
-    from onnxprune.capture import CaptureSession, probes_for
-    from onnxprune.coalitions import network_shapley
-    from onnxprune.data import Preprocess, load_dataset
-    from onnxprune.information import InformationStats
+    from onnxprune.analysis.groups import analyze
+    from onnxprune.capture.session import CaptureSession, probes_for
+    from onnxprune.scoring.coalitions import network_shapley
+    from onnxprune.data.core import Preprocess, load_dataset
+    from onnxprune.metrics.information import InformationStats
     from onnxprune.model_io import load_model
-    from onnxprune.selection import group_scores
+    from onnxprune.scoring.selection import group_scores
 
     path = Path(tempfile.mkdtemp()) / "resnet56.onnx"
     export_model("resnet56", path, weights=str(ASSETS / "pretrained" / "cifar10-resnet56-4bfd9763.th"))

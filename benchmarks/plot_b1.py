@@ -7,7 +7,7 @@ Usage: python benchmarks/plot_b1.py  (reads and writes benchmarks/results/)
 import json
 from pathlib import Path
 
-from onnxprune.plots import plot_accuracy_vs_macs
+from onnxprune.tools.plots import plot_accuracy_vs_macs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 if (RESULTS / "b1_oneshot.json").exists():

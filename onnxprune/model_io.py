@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from .errors import ModelLoadError, OnnxPruneError
+from onnxprune.errors import ModelLoadError, OnnxPruneError
 
 __all__ = ["load_model", "save_model", "write_text_atomic", "check_output_path"]
 

@@ -13,14 +13,14 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from .allocation import AllocationProblem, Budget, Posynomial, allocate, check_feasible
-from .analysis import Analysis, analyze
-from .cost import CostModel
-from .errors import BudgetError, VerificationError
-from .plan import Plan
-from .rewrite import apply_plan
-from .selection import group_scores, select_all
-from .verify import VerifyReport, compare
+from onnxprune.allocate.core import AllocationProblem, Budget, Posynomial, allocate, check_feasible
+from onnxprune.analysis.groups import Analysis, analyze
+from onnxprune.analysis.cost import CostModel
+from onnxprune.errors import BudgetError, VerificationError
+from onnxprune.rewrite.plan import Plan
+from onnxprune.rewrite.apply import apply_plan
+from onnxprune.scoring.selection import group_scores, select_all
+from onnxprune.verify.oracle import VerifyReport, compare
 
 __all__ = ["PruneConfig", "PruneResult", "Pruner", "prune", "budget_problem", "METHODS"]
 
@@ -251,8 +251,8 @@ class Pruner:
 
     # --- stages ---------------------------------------------------------------------------
     def _metrics(self, model, data) -> None:
-        from .capture import CaptureSession, batch_size_for, probes_for
-        from .information import InformationStats
+        from onnxprune.capture.session import CaptureSession, batch_size_for, probes_for
+        from onnxprune.metrics.information import InformationStats
         alloc, crit, weights = self.config.resolved()
         t0 = time.perf_counter()
         probes = probes_for(self.analysis_, [g.id for g in self.analysis_.prunable])
@@ -282,7 +282,7 @@ class Pruner:
         for g in self.analysis_.groups:
             m = self.metrics_.get(g.id)
             if crit == "shapley-mc" and g.prunable:
-                from .coalitions import network_shapley
+                from onnxprune.scoring.coalitions import network_shapley
                 est = network_shapley(self.model_, self.analysis_, g.id, np.concatenate(self._mc_images),
                                       permutations=self.config.shapley_permutations, seed=self.config.seed)
                 scores[g.id] = np.asarray(est.values)
@@ -300,8 +300,8 @@ class Pruner:
 
     def _agreement_and_kl(self, kept, images, ref_logp) -> float:
         """Top-1 agreement with the unpruned model and mean KL(unpruned ‖ pruned) on calibration images."""
-        from .coalitions import _log_softmax
-        from .evaluate import predict
+        from onnxprune.scoring.coalitions import _log_softmax
+        from onnxprune.tools.evaluate import predict
         plan = Plan.build(self.analysis_, kept)
         pruned = apply_plan(self.analysis_, plan, check=False)
         logp = _log_softmax(predict(pruned, [images]))
@@ -313,8 +313,8 @@ class Pruner:
         """Solve for every weight sharpness t (weights w^t; t = 0 leaves only the cost elasticity)
         and for the uniform allocation; keep the one whose pruned model's outputs stay closest
         (KL) to the unpruned model's on calibration images. Label-free."""
-        from .coalitions import _log_softmax
-        from .evaluate import predict
+        from onnxprune.scoring.coalitions import _log_softmax
+        from onnxprune.tools.evaluate import predict
         images = _first_images(data, self.config.select_images)
         ref_logp = _log_softmax(predict(self.model_, [images]))
         base = self._weights(problem, raw=True)
@@ -476,7 +476,7 @@ class Pruner:
 
     def save(self, path) -> None:
         """Save the fitted records (groups, metrics, allocation, scores) as JSON."""
-        from .model_io import write_json_atomic
+        from onnxprune.model_io import write_json_atomic
         write_json_atomic(path, {"config": asdict(self.config), "plan": self.plan().to_dict(),
                                  "metrics": {str(g): m.to_dict() for g, m in self.metrics_.items()},
                                  "allocation": {str(g): n for g, n in self.allocation_.items()},

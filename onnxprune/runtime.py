@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .errors import OnnxPruneError
+from onnxprune.errors import OnnxPruneError
 
 __all__ = ["make_session", "available_providers", "random_inputs", "with_dynamic_batch", "AnyBatchSession",
            "preferred_channel_multiple"]

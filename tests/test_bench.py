@@ -14,8 +14,8 @@ import pytest
 from onnx import numpy_helper
 
 from onnx_builders import Net
-from onnxprune import bench
-from onnxprune.bench import (BenchReport, add_bench_arguments, bench_models, parse_batches,
+import onnxprune.tools.bench as bench
+from onnxprune.tools.bench import (BenchReport, add_bench_arguments, bench_models, parse_batches,
                              parse_engines, run_bench_from_args)
 from onnxprune.errors import OnnxPruneError
 

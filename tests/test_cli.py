@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxprune.cli import main
+from onnxprune.cli.core import main
 
 from onnx_builders import conv_chain, small_resnet
 
@@ -189,7 +189,7 @@ def test_prune_round_to(cli, model_path, budget):
 
 
 def test_prune_round_to_auto(cli, model_path, monkeypatch):
-    from onnxprune import runtime
+    import onnxprune.runtime as runtime
     monkeypatch.setattr(runtime, "_cpu_flags", lambda: {"sse2", "avx", "avx2"})
     _, plan, _, _ = prune_ok(cli, model_path, "--ratio", 0.3, "--round-to", "auto")
     assert plan["settings"]["round_to"] == 8

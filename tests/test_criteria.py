@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from onnxprune.criteria import (CRITERIA, ChipAccumulator, chip, fpgm, hrank, l1_norm, l2_norm,
+from onnxprune.scoring.criteria import (CRITERIA, ChipAccumulator, chip, fpgm, hrank, l1_norm, l2_norm,
                                 random_scores, score_filters)
 from onnxprune.errors import DataError
 

@@ -17,8 +17,8 @@ import pytest
 PIL = pytest.importorskip("PIL", reason="Pillow is needed to read image files (pip install pillow)")
 from PIL import Image  # noqa: E402
 
-from onnxprune import data as D  # noqa: E402
-from onnxprune.data import (  # noqa: E402
+import onnxprune.data.core as D  # noqa: E402
+from onnxprune.data.core import (  # noqa: E402
     Preprocess,
     check_against_input,
     load_dataset,
@@ -599,7 +599,7 @@ def test_argparse_helpers():
 
 
 def test_module_imports_no_onnx_runtime_or_torch():
-    code = ("import sys, onnxprune.data; bad = [m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules];"
+    code = ("import sys, onnxprune.data.core; bad = [m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -8,7 +8,7 @@ pytest.importorskip("torch")
 
 
 def test_digits_demo(tmp_path, capsys):
-    from onnxprune.demo import main
+    from onnxprune.demo.story import main
     assert main(["--dataset", "digits", "--epochs", "3", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = {line.split("  ")[0].strip(): line for line in out.splitlines()

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from onnxprune.analysis import analyze
-from onnxprune.capture import CaptureSession, probes_for
-from onnxprune.information import local_shapley_conv, local_shapley_dense
+from onnxprune.analysis.groups import analyze
+from onnxprune.capture.session import CaptureSession, probes_for
+from onnxprune.metrics.information import local_shapley_conv, local_shapley_dense
 from onnxprune.pipeline import PruneConfig, Pruner
-from onnxprune.shapley import quadratic_game_shapley, reconstruction_gram
+from onnxprune.scoring.shapley import quadratic_game_shapley, reconstruction_gram
 from onnx_builders import small_resnet
 
 torch = pytest.importorskip("torch")
@@ -106,7 +106,7 @@ def test_capture_rejects_nan():
 
 def test_cli_data_of_wrong_shape(tmp_path, capsys):
     import onnx
-    from onnxprune.cli import main
+    from onnxprune.cli.core import main
     path = tmp_path / "m.onnx"
     onnx.save(small_resnet(), path)
     np.savez(tmp_path / "d.npz", x=np.zeros((8, 5, 16, 16), np.uint8), y=np.zeros(8, np.uint8))
@@ -118,10 +118,10 @@ def test_cli_data_of_wrong_shape(tmp_path, capsys):
 
 def test_coalition_model_matches_the_oracle_masks():
     """The coalition mask input and verify's masked model are the same masks."""
-    from onnxprune.coalitions import MASK_INPUT, coalition_model
-    from onnxprune.plan import Plan
+    from onnxprune.scoring.coalitions import MASK_INPUT, coalition_model
+    from onnxprune.rewrite.plan import Plan
     from onnxprune.runtime import make_session
-    from onnxprune.verify import masked_model
+    from onnxprune.verify.oracle import masked_model
     model = small_resnet()
     a = analyze(model)
     g = a.prunable[0]
@@ -139,7 +139,7 @@ def test_coalition_model_matches_the_oracle_masks():
 
 
 def test_network_shapley_efficiency_and_prune(tmp_path):
-    from onnxprune.coalitions import CoalitionGame, network_shapley
+    from onnxprune.scoring.coalitions import CoalitionGame, network_shapley
     model = small_resnet()
     a = analyze(model)
     g = a.prunable[0]

@@ -11,10 +11,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxprune.analysis import analyze
-from onnxprune.rewrite import apply_plan
-from onnxprune.testing import RTOL, prune_and_check, random_plan
-from onnxprune.verify import compare
+from onnxprune.analysis.groups import analyze
+from onnxprune.rewrite.apply import apply_plan
+from onnxprune.verify.random_plans import RTOL, prune_and_check, random_plan
+from onnxprune.verify.oracle import compare
 
 from onnx_builders import Net, conv_chain
 
@@ -373,7 +373,7 @@ def test_option_a_plan_that_empties_the_narrow_producer_is_refused():
     """Keeping only channels that the narrow producer (stem, positions 4..12) does not write
     would leave it with no output channel: the rewrite refuses, naming the node."""
     from onnxprune.errors import PlanError
-    from onnxprune.plan import Plan
+    from onnxprune.rewrite.plan import Plan
     model = _option_a(13)
     an = analyze(model)
     gid = group_of(an, "stem").id
@@ -564,7 +564,7 @@ def test_split_channel_axis_into_two_convs(opset, sizes):
 
 def test_split_plan_that_empties_a_branch_is_refused():
     from onnxprune.errors import PlanError
-    from onnxprune.plan import Plan
+    from onnxprune.rewrite.plan import Plan
     n = Net(opset=13, seed=23)
     x = n.input("x", [1, 3, 6, 6])
     a, b = n.node("Split", [n.relu(n.conv(x, 3, 8)), n.ints([4, 4])], outputs=2, axis=1)
@@ -601,7 +601,7 @@ def test_channel_slice_that_keeps_nothing_is_refused():
     """A plan keeping no channel inside a channel Slice would leave an empty tensor, which
     onnxruntime's Conv rejects: the rewrite refuses it, naming the Slice."""
     from onnxprune.errors import PlanError
-    from onnxprune.plan import Plan
+    from onnxprune.rewrite.plan import Plan
     n = Net(opset=13, seed=26)
     x = n.input("x", [1, 3, 6, 6])
     y = n.relu(n.conv(x, 3, 8))

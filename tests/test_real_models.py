@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.analysis import analyze
+from onnxprune.analysis.groups import analyze
 from onnxprune.model_io import load_model
 from onnxprune.pipeline import PruneConfig, prune
 
@@ -37,8 +37,8 @@ def test_face_detector_prunes_and_verifies(assets, name, target):
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 def test_pretrained_resnet56_prunes_and_keeps_accuracy_sane(assets, exported, exporter):
-    from onnxprune.data import Preprocess, load_dataset
-    from onnxprune.evaluate import top1_accuracy
+    from onnxprune.data.core import Preprocess, load_dataset
+    from onnxprune.tools.evaluate import top1_accuracy
     path = exported("resnet56", exporter, "folded",
                     weights=assets / "pretrained" / "cifar10-resnet56-4bfd9763.th")
     model = load_model(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.selection import _select_stratified, select_all
+from onnxprune.scoring.selection import _select_stratified, select_all
 
 
 def test_stratified_nested_spans_get_exact_shares():
@@ -33,8 +33,8 @@ def test_stratified_keeps_one_in_every_span():
 def test_exact_cost_matches_expected_counts_on_option_a_resnet(exported):
     """The allocator's posynomial (expected counts) and the exact MACs of the selection agree on
     ResNet-20, whatever the scores favour, so the budget is met without a large repair."""
-    from onnxprune.analysis import analyze
-    from onnxprune.cost import CostModel
+    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis.cost import CostModel
     from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, budget_problem
     a = analyze(load_model(exported("resnet20")))

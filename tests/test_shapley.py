@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from onnxprune.errors import DataError
-from onnxprune.shapley import (ShapleyEstimate, exact_shapley, permutation_shapley,
+from onnxprune.scoring.shapley import (ShapleyEstimate, exact_shapley, permutation_shapley,
                                pointwise_reconstruction_gram, quadratic_game_shapley,
                                reconstruction_game, reconstruction_gram)
 

@@ -1,0 +1,1 @@
+"""Stage 4: layer-wise keep-ratios under a MACs / params budget (uniform, global, convex GP, linear)."""

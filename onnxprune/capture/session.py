@@ -1,0 +1,110 @@
+"""Activation capture: expose the tensors the metrics need as extra outputs, run, reduce.
+
+The probes of a group are the tensors its consumers read (post-activation, as the next layer sees
+them). Each batch is handed to a reducer right away and dropped, so memory stays bounded whatever
+the number of images; the batch size is chosen so that the captured tensors of one batch fit in
+``memory_mb``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import onnx
+
+from onnxprune.analysis.groups import Analysis
+from onnxprune.errors import DataError
+from onnxprune.runtime import AnyBatchSession, available_providers
+
+__all__ = ["Probe", "probes_for", "CaptureSession", "batch_size_for"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Channels ``group_offset..+length`` of ``group`` sit at ``offset..+length`` on ``axis`` of
+    ``tensor``, which consumer ``node`` reads at ``input_index``."""
+    group: int
+    tensor: str
+    axis: int
+    block: int
+    offset: int
+    length: int
+    group_offset: int
+    node: int
+    input_index: int
+
+
+def probes_for(analysis: Analysis, groups: Iterable[int]) -> list[Probe]:
+    """Every consumer edge of the given groups, one probe per (edge, segment)."""
+    wanted = set(groups)
+    probes = []
+    for e in analysis.edges:
+        lay = analysis.layouts[e.tensor]
+        pos = 0
+        for s in lay.segments:
+            if s.group in wanted:
+                probes.append(Probe(s.group, e.tensor, lay.axis, lay.block, pos, s.length, s.start,
+                                    e.node, e.input_index))
+            pos += s.length
+    return probes
+
+
+def batch_size_for(analysis: Analysis, tensors: Iterable[str], memory_mb: float, cap: int = 256) -> int:
+    """Largest batch (≤ cap) whose captured tensors fit in ``memory_mb`` (float32)."""
+    per_image = 0
+    for t in set(tensors):
+        shape = analysis.view.shape(t) or []
+        per_image += 4 * int(np.prod([d or 1 for d in shape[1:]]))
+    if per_image == 0:
+        return cap
+    return int(max(1, min(cap, memory_mb * 2 ** 20 // per_image)))
+
+
+class CaptureSession:
+    """An onnxruntime session on a copy of the model with extra outputs."""
+
+    def __init__(self, model: onnx.ModelProto, tensors: list[str], provider: str = "auto",
+                 log: Callable[[str], None] | None = None) -> None:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        present = {o.name for o in m.graph.output}
+        self.tensors = list(dict.fromkeys(tensors))
+        for t in self.tensors:
+            if t not in present:
+                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+        say = log or (lambda s: None)
+        self.session = AnyBatchSession(m, available_providers(provider))
+        if self.session.fixed_batch:
+            say(f"capture: the model fixes batch size {self.session.fixed_batch}; running in slices of it")
+        self.provider = self.session.session.get_providers()[0]
+        say(f"capture: onnxruntime on {self.provider}")
+        self.output_names = self.session.output_names
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if not np.all(np.isfinite(x)):
+            raise DataError("calibration batch contains NaN or Inf")
+        outs = self.session.run(x)
+        return dict(zip(self.output_names, outs))
+
+    def stream(self, batches: Iterable[np.ndarray], total: int | None = None,
+               progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the captured tensors batch by batch, with a progress line on stderr."""
+        for _, outs in self.stream_with_inputs(batches, total, progress):
+            yield outs
+
+    def stream_with_inputs(self, batches: Iterable[np.ndarray], total: int | None = None,
+                           progress: bool = True) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Like :meth:`stream`, yielding (input batch, captured tensors)."""
+        done, t0 = 0, time.perf_counter()
+        for x in batches:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            yield x, self.run(x)
+            done += len(x)
+            if progress and sys.stderr.isatty() or (progress and total and done == total):
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                of = f"/{total}" if total else ""
+                print(f"\r  capture: {done}{of} images, {rate:.0f} img/s", end="" if done != total else "\n",
+                      file=sys.stderr, flush=True)

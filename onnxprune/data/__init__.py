@@ -1,0 +1,1 @@
+"""Calibration and training data: sources (npy/npz, image folders, tars, CIFAR batches) and preprocessing."""

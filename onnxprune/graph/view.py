@@ -1,0 +1,175 @@
+"""A light read-only view of an ONNX graph: shapes, constants, producers and consumers.
+
+Analysis code asks this view who produces or consumes a tensor and what a constant holds; it
+never walks protobuf node lists by hand.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+
+from onnxprune.errors import AnalysisError
+
+__all__ = ["GraphView", "node_label", "fix_input_shapes"]
+
+
+def node_label(node: onnx.NodeProto, index: int) -> str:
+    """The node's name, or ``OpType#index`` when the exporter left it unnamed."""
+    return node.name or f"{node.op_type}#{index}"
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
+    """Return a copy whose graph inputs have the given static shapes (for dynamic models)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inputs = {i.name: i for i in model.graph.input}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise AnalysisError(f"--input-shape names '{name}', which is not a graph input "
+                                f"(inputs: {', '.join(inputs)})")
+        dims = inputs[name].type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise AnalysisError(f"--input-shape {name}: rank {len(shape)} given, input has rank {len(dims)}")
+        for d, v in zip(dims, shape):
+            d.Clear()
+            d.dim_value = int(v)
+    return model
+
+
+@dataclass
+class GraphView:
+    """Shapes, constant values and use-def links of one (shape-inferred) model."""
+
+    model: onnx.ModelProto
+
+    def __post_init__(self) -> None:
+        try:
+            inferred = shape_inference.infer_shapes(self.model, strict_mode=False, data_prop=True)
+        except Exception as exc:
+            raise AnalysisError(f"shape inference failed: {str(exc).splitlines()[0]}") from None
+        g = inferred.graph
+        self.graph = self.model.graph
+        self.nodes = list(self.graph.node)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.shapes: dict[str, list[int | None] | None] = {}
+        self.dtypes: dict[str, int] = {}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            self.shapes[vi.name] = _dims(vi)
+            self.dtypes[vi.name] = vi.type.tensor_type.elem_type
+        for name, t in self.initializers.items():
+            self.shapes[name] = list(t.dims)
+            self.dtypes[name] = t.data_type
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self._constant_nodes: dict[str, onnx.NodeProto] = {}
+        for idx, node in enumerate(self.nodes):
+            for k, name in enumerate(node.input):
+                if name:
+                    self.consumers[name].append((idx, k))
+            for name in node.output:
+                if name:
+                    self.producer[name] = idx
+            if node.op_type == "Constant" and node.output:
+                self._constant_nodes[node.output[0]] = node
+        self.graph_inputs = [i.name for i in self.graph.input if i.name not in self.initializers]
+        self.graph_outputs = [o.name for o in self.graph.output]
+        self.opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self._const_cache: dict[str, np.ndarray | None] = {}
+
+    # --- constants -------------------------------------------------------------------------
+    def is_constant(self, name: str) -> bool:
+        """True for initializers, Constant outputs and tensors folded from constants."""
+        return self.constant(name) is not None
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant-node output, else None."""
+        if not name:
+            return None
+        if name not in self._const_cache:
+            value = None
+            if name in self.initializers:
+                value = numpy_helper.to_array(self.initializers[name])
+            elif name in self._constant_nodes:
+                node = self._constant_nodes[name]
+                for a in node.attribute:
+                    if a.name == "value":
+                        value = numpy_helper.to_array(a.t)
+                    elif a.name in ("value_float", "value_int"):
+                        value = np.array(onnx.helper.get_attribute_value(a))
+                    elif a.name in ("value_floats", "value_ints"):
+                        value = np.array(onnx.helper.get_attribute_value(a))
+            elif name in self.producer:
+                value = self._fold(self.producer[name], name)
+            self._const_cache[name] = value
+        return self._const_cache[name]
+
+    _NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                     "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
+
+    def _fold(self, idx: int, name: str) -> np.ndarray | None:
+        """Evaluate a node whose inputs are all constant (exporters compute Pad and Reshape
+        arguments this way); small integer/shape arithmetic only."""
+        node = self.nodes[idx]
+        if node.op_type in self._NOT_FOLDABLE or node.domain not in ("", "ai.onnx"):
+            return None
+        if node.op_type == "Shape":
+            s = self.shape(node.input[0])
+            if s is None or any(d is None for d in s):
+                return None
+            start, end = attr(node, "start", 0), attr(node, "end", None)
+            return np.array(s[start:end], dtype=np.int64)
+        values = []
+        for i in node.input:
+            v = self.constant(i) if i else None
+            if i and (v is None or v.size > 65536):
+                return None
+            values.append(v)
+        from onnx.reference import ReferenceEvaluator
+        try:
+            sub = onnx.helper.make_graph(
+                [node], "fold",
+                [onnx.helper.make_tensor_value_info(f"in{k}", onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                 for k, v in enumerate(values) if v is not None], [])
+            node_copy = onnx.NodeProto()
+            node_copy.CopyFrom(node)
+            del node_copy.input[:]
+            node_copy.input.extend([f"in{k}" if v is not None else "" for k, v in enumerate(values)])
+            sub = onnx.helper.make_graph([node_copy], "fold", sub.input,
+                                         [onnx.helper.make_empty_tensor_value_info(o) for o in node.output])
+            m = onnx.helper.make_model(sub, opset_imports=[onnx.helper.make_opsetid("", self.opset)])
+            feeds = {f"in{k}": v for k, v in enumerate(values) if v is not None}
+            outs = ReferenceEvaluator(m).run(None, feeds)
+        except Exception:
+            return None
+        for o, v in zip(node.output, outs):
+            self._const_cache[o] = np.asarray(v)
+        return self._const_cache.get(name)
+
+    # --- shapes ----------------------------------------------------------------------------
+    def shape(self, name: str) -> list[int | None] | None:
+        return self.shapes.get(name)
+
+    def rank(self, name: str) -> int | None:
+        s = self.shape(name)
+        return None if s is None else len(s)
+
+    def label(self, idx: int) -> str:
+        return node_label(self.nodes[idx], idx)
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """An attribute's Python value, or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default

@@ -1,0 +1,141 @@
+"""The correctness oracle: the pruned model must equal the original with 0/1 channel masks.
+
+For every edge where a pruned group's channels are consumed (recorded in the plan), a ``Mul`` by
+a 0/1 mask is inserted into the original model; both models then run through onnxruntime on the
+same inputs and their outputs must agree to float precision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.errors import PlanError, VerificationError
+from onnxprune.rewrite.plan import Plan
+from onnxprune.runtime import make_session, random_inputs
+
+__all__ = ["masked_model", "compare", "VerifyReport", "OutputDiff"]
+
+
+def _edge_masks(plan: Plan) -> dict[tuple[int, int, str], tuple[np.ndarray, int, int]]:
+    """(node index, input index, tensor) -> (mask over the tensor's channel axis, axis, block)."""
+    masks: dict[tuple[int, int, str], tuple[np.ndarray, int, int]] = {}
+    for g in plan.groups:
+        if len(g.kept) == g.channels:
+            continue
+        keep = np.zeros(g.channels, bool)
+        keep[g.kept] = True
+        for e in g.edges:
+            key = (e["node_index"], e["input_index"], e["tensor"])
+            if key not in masks:
+                masks[key] = (np.ones(e["channels"], np.float32), e["axis"], e["block"])
+            m = masks[key][0]
+            for s in e["segments"]:
+                m[s["offset"]:s["offset"] + s["length"]] *= keep[s["group_offset"]:s["group_offset"] + s["length"]]
+    return masks
+
+
+def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
+    """The original model with a 0/1 channel mask on every consumed edge of a pruned group."""
+    model = onnx.ModelProto()
+    model.CopyFrom(original)
+    g = model.graph
+    nodes = list(g.node)
+    ranks = {}
+    inferred = onnx.shape_inference.infer_shapes(original)
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+    for t in original.graph.initializer:
+        ranks[t.name] = len(t.dims)
+    new_nodes: dict[int, list[onnx.NodeProto]] = {}
+    for n, ((idx, k, tensor), (mask, axis, block)) in enumerate(sorted(_edge_masks(plan).items())):
+        if idx >= len(nodes) or k >= len(nodes[idx].input) or nodes[idx].input[k] != tensor:
+            raise PlanError(f"plan edge {tensor} → node #{idx} input {k} does not exist in this model")
+        rank = ranks.get(tensor)
+        if rank is None:
+            raise PlanError(f"rank of tensor '{tensor}' unknown; cannot place its mask")
+        shape = [mask.size * block] + [1] * (rank - 1 - axis)
+        full = np.repeat(mask, block).reshape(shape).astype(np.float32)
+        mname, oname = f"__onnxprune_mask{n}", f"__onnxprune_masked{n}"
+        g.initializer.append(numpy_helper.from_array(full, mname))
+        new_nodes.setdefault(idx, []).append(onnx.helper.make_node("Mul", [tensor, mname], [oname]))
+        nodes[idx].input[k] = oname
+    del g.node[:]
+    for i, node in enumerate(nodes):
+        g.node.extend(new_nodes.get(i, []))
+        g.node.append(node)
+    return model
+
+
+def _dynamic_hint(model: onnx.ModelProto) -> str:
+    """Advice when random inputs were made for inputs whose non-batch dimensions are dynamic
+    (``random_inputs`` fills them with 1, which rarely fits a CNN)."""
+    inits = {t.name for t in model.graph.initializer}
+    dynamic = {}
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        axes = [k for k, d in enumerate(dims) if k > 0 and not d.HasField("dim_value")]
+        if vi.name not in inits and axes:
+            dynamic[vi.name] = axes
+    if not dynamic:
+        return ""
+    which = ", ".join(f"'{n}' (axis {', '.join(map(str, a))})" for n, a in dynamic.items())
+    return (f"; dynamic dimensions of input {which} were filled with 1 for the random inputs: "
+            f"pass --input-shape {next(iter(dynamic))}=1x3xHxW with the real sizes")
+
+
+def _run(session, feeds, what: str, source: str, hint: str) -> list:
+    try:
+        return session.run(None, feeds)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise VerificationError(f"onnxruntime cannot run {what} on {source}: {msg}{hint}") from None
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    name: str
+    max_abs: float
+    max_rel: float
+    scale: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    outputs: tuple[OutputDiff, ...]
+    inputs: str
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+
+def compare(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan,
+            feeds: dict[str, np.ndarray] | None = None, rtol: float = 1e-5, atol: float = 1e-6,
+            seed: int = 0) -> VerifyReport:
+    """Run masked original and pruned model on the same inputs and compare every output.
+
+    An output passes when max|a−b| ≤ atol + rtol·max|a| (relative to the output's scale).
+    """
+    masked = masked_model(original, plan)
+    source = "given data" if feeds is not None else f"random normal inputs (seed {seed})"
+    hint = "" if feeds is not None else _dynamic_hint(original)
+    feeds = feeds if feeds is not None else random_inputs(original, seed=seed)
+    ref = _run(make_session(masked), feeds, "the masked original model", source, hint)
+    s_pruned = make_session(pruned)
+    names = [o.name for o in s_pruned.get_outputs()]
+    got = _run(s_pruned, feeds, "the pruned model", source, hint)
+    diffs = []
+    for name, a, b in zip(names, ref, got):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a64.shape != b64.shape:
+            diffs.append(OutputDiff(name, float("inf"), float("inf"), 0.0, False))
+            continue
+        err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+        scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+        rel = err / scale if scale > 0 else err
+        diffs.append(OutputDiff(name, err, rel, scale, err <= atol + rtol * scale))
+    return VerifyReport(tuple(diffs), source)
