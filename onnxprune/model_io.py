@@ -10,7 +10,8 @@ import onnx
 
 from onnxprune.errors import ModelLoadError, OnnxPruneError
 
-__all__ = ["load_model", "save_model", "write_text_atomic", "check_output_path"]
+__all__ = ["load_model", "save_model", "write_text_atomic", "write_json_atomic", "write_atomic",
+           "check_output_path"]
 
 
 def _check_external_data(model: onnx.ModelProto, path: Path) -> None:
@@ -54,23 +55,46 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     return model
 
 
-def check_output_path(inp: str | os.PathLike, out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse writing over the input (or any existing file) unless ``overwrite``."""
+def check_output_path(inp: str | os.PathLike | None, out: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse an output path that exists (the input model included) unless ``overwrite``.
+
+    Also refuses a folder, or a path whose folder does not exist; nothing is written here.
+    """
     out = Path(out)
-    if Path(inp).resolve() == out.resolve() and not overwrite:
-        raise OnnxPruneError(f"{out}: output path is the input model; pass --overwrite to replace it")
-    if out.exists() and out.is_dir():
+    if out.is_dir():
         raise OnnxPruneError(f"{out}: is a folder, expected a file path")
     if not out.parent.exists():
         raise OnnxPruneError(f"{out}: folder '{out.parent}' does not exist")
+    if inp is not None and Path(inp).resolve() == out.resolve() and not overwrite:
+        raise OnnxPruneError(f"{out}: output path is the input model; pass --overwrite to replace it")
+    if out.exists() and not overwrite:
+        raise OnnxPruneError(f"{out}: exists; pass --overwrite to replace it")
     return out
 
 
-def _atomic_write(path: Path, write) -> None:
+def _new_file_mode(path: Path) -> int:
+    """The mode ``open()`` would give: the replaced file's mode, else 0o666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    The file gets the permissions a plain ``open()`` would give it (``mkstemp`` makes 0600 files),
+    and a failure leaves neither a half-written ``path`` nor the temporary file behind.
+    """
+    path = Path(path)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -83,17 +107,19 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     path = Path(path)
     if model.ByteSize() > 2_000_000_000:
         raise OnnxPruneError(f"{path}: model larger than 2 GB; external data output is not supported yet")
-    _atomic_write(path, lambda tmp: onnx.save(model, tmp))
+    write_atomic(path, lambda tmp: onnx.save(model, tmp))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text atomically (temp file + rename)."""
     path = Path(path)
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-    _atomic_write(path, write)
+    write_atomic(path, write)
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON atomically."""
     write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")

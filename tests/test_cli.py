@@ -2,6 +2,7 @@
 answered with exit status 2, one line naming the file, node or tensor, and no file written."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -13,7 +14,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxprune.cli.core import main
+from onnxprune.cli import main
 
 from onnx_builders import conv_chain, small_resnet
 
@@ -231,28 +232,67 @@ def test_prune_criteria(cli, model_path, criterion):
         assert group["kept"] == sorted(np.argsort(-norms)[:8].tolist())
 
 
-def test_verify_exits_1_on_mismatch(cli, model_path, tmp_path):
-    _, plan, out, plan_path = prune_ok(cli, model_path, "--ratio", 0.5)
+def _without_pruned_hash(plan_path: Path, dest: Path) -> Path:
+    """A copy of the plan that does not record the pruned model's hash (as plans of older versions)."""
+    d = json.loads(plan_path.read_text())
+    d.pop("pruned_sha256")
+    dest.write_text(json.dumps(d))
+    return dest
+
+
+def _tamper(out: Path, dest: Path) -> Path:
     bad = onnx.load(out)
     conv = next(n for n in bad.graph.node if n.name == "b2_conv2")
     t = next(t for t in bad.graph.initializer if t.name == conv.input[1])
     w = numpy_helper.to_array(t).copy()
     w[0, 0, 1, 1] += 0.1
     t.CopyFrom(numpy_helper.from_array(w, t.name))
-    onnx.save(bad, tmp_path / "bad.onnx")
-    rc, stdout, err = cli("verify", model_path, tmp_path / "bad.onnx", "--plan", plan_path)
+    onnx.save(bad, dest)
+    return dest
+
+
+def test_verify_exits_1_on_mismatch(cli, model_path, tmp_path):
+    _, plan, out, plan_path = prune_ok(cli, model_path, "--ratio", 0.5)
+    bad = _tamper(out, tmp_path / "bad.onnx")
+    old_plan = _without_pruned_hash(plan_path, tmp_path / "old.plan.json")
+    rc, stdout, err = cli("verify", model_path, bad, "--plan", old_plan)
     assert rc == 1, err
     assert "MISMATCH" in stdout and "FAILED" in stdout
 
 
-def test_verify_with_a_plan_of_another_pruning_exits_1(cli, model_path, tmp_path):
+def test_verify_refuses_a_changed_pruned_model(cli, model_path, tmp_path):
+    _, plan, out, plan_path = prune_ok(cli, model_path, "--ratio", 0.5)
+    assert plan["pruned_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert plan["model_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    bad = _tamper(out, tmp_path / "bad.onnx")
+    msg = refused(cli, tmp_path, "verify", model_path, bad, "--plan", plan_path)
+    assert "this plan does not fit this pruned model" in msg and "bad.onnx" in msg
+
+
+def test_verify_with_a_plan_of_another_pruning(cli, model_path, tmp_path):
     _, _, out, plan_path = prune_ok(cli, model_path, "--ratio", 0.5, "--criterion", "l1")
     other = tmp_path / "other.plan.json"
     rc, _, err = cli("prune", model_path, "-o", tmp_path / "other.onnx", "--plan", other,
                      "--ratio", 0.5, "--criterion", "random")
     assert rc == 0, err
-    rc, stdout, err = cli("verify", model_path, out, "--plan", other)
+    msg = refused(cli, tmp_path, "verify", model_path, out, "--plan", other)
+    assert "this plan does not fit this pruned model" in msg
+    # without the pruned model's hash, the oracle itself finds the other channels
+    rc, stdout, err = cli("verify", model_path, out, "--plan", _without_pruned_hash(other, tmp_path / "o2.json"))
     assert rc == 1 and "MISMATCH" in stdout
+
+
+def test_verify_plan_defaults_to_the_one_beside_the_pruned_model(cli, model_path, tmp_path):
+    out = tmp_path / "slim.v1.onnx"
+    rc, _, err = cli("prune", model_path, "-o", out, "--ratio", 0.5)
+    assert rc == 0, err
+    assert (tmp_path / "slim.v1.plan.json").is_file()
+    rc, stdout, err = cli("verify", model_path, out)
+    assert rc == 0, err
+    assert stdout.rstrip().endswith("verify: OK")
+    (tmp_path / "slim.v1.plan.json").unlink()
+    msg = refused(cli, tmp_path, "verify", model_path, out)
+    assert "slim.v1.plan.json" in msg
 
 
 # ------------------------------------------------------------------------------------------

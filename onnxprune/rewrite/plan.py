@@ -90,6 +90,7 @@ class GroupPlan:
 class Plan:
     groups: list[GroupPlan]
     model_sha256: str = ""
+    pruned_sha256: str = ""          # the pruned model file written with this plan (set by the CLI)
     settings: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
@@ -111,7 +112,8 @@ class Plan:
         return cls(groups=groups, **info)
 
     def to_dict(self) -> dict:
-        return {"format": PLAN_FORMAT, "model_sha256": self.model_sha256, "settings": self.settings,
+        return {"format": PLAN_FORMAT, "model_sha256": self.model_sha256,
+                "pruned_sha256": self.pruned_sha256, "settings": self.settings,
                 "budget": self.budget, "cost": self.cost, "groups": [g.to_dict() for g in self.groups]}
 
     def to_json(self) -> str:
@@ -122,6 +124,7 @@ class Plan:
         if d.get("format") != PLAN_FORMAT:
             raise PlanError(f"not an onnxprune plan (format {d.get('format')!r}, expected {PLAN_FORMAT!r})")
         return cls(groups=[GroupPlan.from_dict(g) for g in d["groups"]], model_sha256=d.get("model_sha256", ""),
+                   pruned_sha256=d.get("pruned_sha256", ""),
                    settings=d.get("settings", {}), budget=d.get("budget", {}), cost=d.get("cost", {}))
 
     @classmethod

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from onnxprune.analysis.cost import format_count
 from onnxprune.errors import OnnxPruneError
 from onnxprune.rewrite.plan import Plan
 
-__all__ = ["plan_markdown", "plot_keep_ratios", "plot_accuracy_vs_macs"]
+__all__ = ["plan_markdown", "plot_keep_ratios", "plot_accuracy_vs_macs", "keep_ratio_title"]
 
 
 def plan_markdown(plan: Plan, title: str = "Pruning report") -> str:
@@ -25,17 +24,7 @@ def plan_markdown(plan: Plan, title: str = "Pruning report") -> str:
         lines += [f"- note: {n}" for n in b.get("notes", [])]
     if plan.settings:
         lines.append("- settings: " + ", ".join(f"{k}={v}" for k, v in plan.settings.items() if v is not None))
-    metric_keys = sorted({k for g in plan.groups for k, v in g.metrics.items() if isinstance(v, (int, float))})
-    lines += ["", "## Groups", "",
-              "| group | channels | kept | ratio | producers | " + " | ".join(metric_keys) + (" |" if metric_keys else "|"),
-              "|---|---|---|---|---|" + "---|" * len(metric_keys)]
-    for g in plan.groups:
-        if not g.prunable:
-            continue
-        prods = ", ".join(g.producers[:2]) + (f" +{len(g.producers) - 2}" if len(g.producers) > 2 else "")
-        vals = [f"{g.metrics[k]:.4g}" if isinstance(g.metrics.get(k), (int, float)) else "–" for k in metric_keys]
-        lines.append(f"| {g.id} | {g.channels} | {len(g.kept)} | {g.ratio:.3f} | {prods} | " + " | ".join(vals)
-                     + (" |" if vals else ""))
+    lines += ["", "## Groups", ""] + _group_table(plan)
     skipped = [g for g in plan.groups if not g.prunable]
     lines += ["", "## Skipped groups", ""]
     if not skipped:
@@ -44,6 +33,30 @@ def plan_markdown(plan: Plan, title: str = "Pruning report") -> str:
         lines.append(f"- group {g.id} ({g.channels} channels, {', '.join(g.producers[:2])}): "
                      + "; ".join(g.skip_reasons))
     return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    """A Markdown table cell: pipes escaped, no line breaks."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _group_table(plan: Plan) -> list[str]:
+    """One row per prunable group: channels, kept, ratio, producers and every numeric metric."""
+    groups = [g for g in plan.groups if g.prunable]
+    if not groups:
+        return ["No prunable group."]
+    metric_keys = sorted({k for g in groups for k, v in g.metrics.items() if isinstance(v, (int, float))})
+    header = ["group", "channels", "kept", "ratio", "producers", *metric_keys]
+    rows = [_row(header), "|" + "---|" * len(header)]
+    for g in groups:
+        prods = ", ".join(g.producers[:2]) + (f" +{len(g.producers) - 2}" if len(g.producers) > 2 else "")
+        vals = [f"{g.metrics[k]:.4g}" if isinstance(g.metrics.get(k), (int, float)) else "–" for k in metric_keys]
+        rows.append(_row([g.id, g.channels, len(g.kept), f"{g.ratio:.3f}", prods, *vals]))
+    return rows
 
 
 def _pyplot():
@@ -57,23 +70,42 @@ def _pyplot():
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    """Write the figure as PNG atomically, with the permissions a plain file would get."""
+    from onnxprune.model_io import write_atomic
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
-def plot_keep_ratios(plan: Plan, path: str | os.PathLike, title: str = "keep-ratio per channel group") -> None:
-    """Bar chart of the kept fraction of every group (skipped groups grey at 1.0)."""
+def keep_ratio_title(plan: Plan, model: str | None = None) -> str:
+    """Model, requested budget and achieved MACs / params of a plan, for a plot title."""
+    b, c = plan.budget or {}, plan.cost or {}
+    parts = [model or "keep-ratio per channel group"]
+    requested = b.get("requested", {})
+    if requested:
+        parts.append("budget " + ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f}%" for k, v in requested.items()))
+    if c.get("macs") and c.get("params"):
+        parts.append(f"MACs {format_count(c['macs']['original'])} → {format_count(c['macs']['pruned'])}, "
+                     f"params {format_count(c['params']['original'])} → {format_count(c['params']['pruned'])}")
+    return parts[0] + ("\n" + "; ".join(parts[1:]) if len(parts) > 1 else "")
+
+
+def plot_keep_ratios(plan: Plan, path: str | os.PathLike, model: str | None = None,
+                     title: str | None = None) -> None:
+    """Bar chart of the kept fraction of every group, labelled kept/channels; skipped groups grey at 1.0."""
     plt = _pyplot()
+    from matplotlib.patches import Patch
     groups = plan.groups
-    fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(groups)), 3.2))
-    ax.bar([g.id for g in groups], [g.ratio for g in groups],
-           color=["tab:blue" if g.prunable else "lightgrey" for g in groups])
-    ax.set_xlabel("channel group (graph order)")
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.32 * len(groups)), 3.6))
+    colors = ["tab:blue" if g.prunable else "lightgrey" for g in groups]
+    bars = ax.bar([g.id for g in groups], [g.ratio for g in groups], color=colors)
+    if len(groups) <= 60:
+        ax.bar_label(bars, labels=[f"{len(g.kept)}/{g.channels}" for g in groups], fontsize=6,
+                     rotation=90 if len(groups) > 16 else 0, padding=2)
+    ax.set_xlabel("channel group (graph order); bar label: kept/channels")
     ax.set_ylabel("kept / channels")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title)
+    ax.set_ylim(0, 1.25)
+    ax.set_title(title or keep_ratio_title(plan, model), fontsize=9)
+    ax.legend(handles=[Patch(color="tab:blue", label="prunable"),
+                       Patch(color="lightgrey", label="skipped (see report)")], fontsize=7, loc="lower right")
     _save(fig, path)
     plt.close(fig)
 

@@ -1,0 +1,102 @@
+"""``onnxprune finetune``: train a (pruned) model through the torch bridge and export the best epoch."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from onnxprune.cli.args import add_command, add_verbosity_arguments, add_input_shape_argument, add_output_arguments, \
+    config_from_namespace, data_api, input_dims, load_input_model, need
+from onnxprune.errors import OnnxPruneError
+from onnxprune.log import get_logger
+
+log = get_logger(__name__)
+
+EXAMPLES = """
+  onnxprune finetune small.onnx --train train/ --val val/ -o tuned.onnx --epochs 10
+  onnxprune finetune small.onnx --train train.tar.gz -o tuned.onnx --teacher model.onnx --kd-weight 0.5
+  torchrun --nproc_per_node 4 -m onnxprune.cli finetune small.onnx --train train/ -o tuned.onnx
+"""
+
+
+def register(sub) -> None:
+    p = add_command(sub, "finetune", help="fine-tune a (pruned) model through the torch bridge (needs torch)",
+                    description="Train an ONNX model with PyTorch (SGD + cosine lr, crop+flip, optional label "
+                                "smoothing and distillation from the unpruned model) and export the best "
+                                "epoch back to ONNX. Multi-GPU/multi-node: run under torchrun. Needs "
+                                "onnxprune[torch].",
+                    examples=EXAMPLES)
+    p.add_argument("model", help="the (pruned) ONNX model to train")
+    add_output_arguments(p, help="fine-tuned model path")
+    g = p.add_argument_group("data")
+    g.add_argument("--train", required=True, help="labelled training images (folder, .tar.gz, .npz, CIFAR batches)")
+    g.add_argument("--val", help="labelled validation images (the best epoch on these is exported)")
+    g.add_argument("--train-images", type=int, help="use a seeded subset of N training images (default: all)")
+    g.add_argument("--val-images", type=int, help="use a seeded subset of N validation images (default: all)")
+    g.add_argument("--train-split", help="sub-folder of --train to use")
+    g.add_argument("--val-split", help="sub-folder of --val to use")
+    _recipe_arguments(p)
+    p.add_argument("--checkpoint", help="checkpoint path (default: OUT.ckpt)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and subsets")
+    add_input_shape_argument(p)
+    data_api().add_preprocess_arguments(p)
+    add_verbosity_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _recipe_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("recipe")
+    g.add_argument("--epochs", type=int, default=10, help="training epochs")
+    g.add_argument("--batch-size", type=int, default=128, help="global batch size")
+    g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, cosine schedule)")
+    g.add_argument("--wd", dest="weight_decay", type=float, default=5e-4, help="weight decay")
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the loss")
+    g.add_argument("--crop-padding", type=int, default=4, help="random-crop padding (0: no crop)")
+    g.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
+    g.add_argument("--max-steps", dest="max_steps_per_epoch", type=int,
+                   help="cap steps per epoch, for short runs (default: no cap)")
+    g.add_argument("--teacher", help="the unpruned ONNX model, for distillation")
+    g.add_argument("--kd-weight", type=float, default=0.0, help="distillation weight α (needs --teacher)")
+    g.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature")
+
+
+def _datasets(args: argparse.Namespace, model):
+    data = data_api()
+    pre = data.preprocess_from_namespace(args)
+    train = data.load_dataset(args.train, pre, limit=args.train_images, seed=args.seed, split=args.train_split)
+    name, shape = input_dims(model)
+    data.check_against_input(train, shape, name, source=args.train)
+    if not args.val:
+        return train, None
+    val = data.load_dataset(args.val, pre, limit=args.val_images, seed=args.seed, split=args.val_split).arrays()
+    if val[1] is None:
+        raise OnnxPruneError(f"{args.val}: validation data has no labels")
+    return train, val
+
+
+def _output_path(args: argparse.Namespace) -> Path:
+    """OUT must be new unless --overwrite; --resume may replace the OUT its own earlier run wrote."""
+    from onnxprune.model_io import check_output_path
+    if Path(args.output).resolve() == Path(args.model).resolve() and not args.overwrite:
+        raise OnnxPruneError(f"{args.output}: output path is the input model; pass --overwrite to replace it")
+    return check_output_path(None, args.output, args.overwrite or args.resume)
+
+
+def run(args: argparse.Namespace) -> int:
+    need("torch", "torch", "onnxprune finetune")
+    from onnxprune.finetune import FinetuneConfig, finetune
+    from onnxprune.model_io import load_model
+    out = _output_path(args)
+    if args.kd_weight and not args.teacher:
+        raise OnnxPruneError("--kd-weight needs --teacher ORIGINAL.onnx")
+    model = load_input_model(args.model, args)
+    teacher = load_model(args.teacher) if args.teacher else None
+    train, val = _datasets(args, model)
+    cfg = config_from_namespace(FinetuneConfig, args, kd_weight=args.kd_weight if teacher is not None else 0.0)
+    log.info("onnxprune: fine-tuning %s on %d images from %s", args.model, len(train), args.train)
+    summary = finetune(model, train, val, cfg, out, teacher=teacher,
+                       checkpoint=args.checkpoint or f"{out}.ckpt", resume=args.resume)
+    best = summary["best"]
+    print(f"wrote {out} (best epoch {best['epoch']}" + (f", val acc {100 * best['acc']:.2f}%)" if val else ")"))
+    return 0
