@@ -7,18 +7,25 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${ONNXPRUNE_VENV:-.venv}
 
+step() { echo "[run.sh] $*" >&2; }
+
 setup() {
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import onnxprune, torch, onnxruntime, sklearn" 2>/dev/null; then
-    echo "[run.sh] setting up $VENV (first run only)" >&2
-    python3 -m venv "$VENV"
-    # torch is pinned to the CPU build for development; the package itself accepts any torch>=2.1
-    "$VENV/bin/pip" install -q -c constraints-dev.txt torch
-    "$VENV/bin/pip" install -q -c constraints-dev.txt -e ".[torch,test,demo,plot]"
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import onnxprune, torch, onnxruntime, sklearn" 2>/dev/null; then
+    return
   fi
+  step "first run: setting up $VENV (downloads PyTorch, onnxruntime and their dependencies; pip shows its progress)"
+  step "1/3 creating the virtual environment $VENV"
+  python3 -m venv "$VENV"
+  # torch is pinned to the CPU build for development; the package itself accepts any torch>=2.1
+  step "2/3 installing PyTorch (CPU build, the largest download)"
+  "$VENV/bin/pip" install --progress-bar on -c constraints-dev.txt torch
+  step "3/3 installing onnxprune and its dependencies (onnx, onnxruntime, cvxpy, scikit-learn, matplotlib)"
+  "$VENV/bin/pip" install --progress-bar on -c constraints-dev.txt -e ".[torch,test,demo,plot]"
+  step "set-up done"
 }
 
 case "${1:-}" in
-  demo) setup; shift; exec "$VENV/bin/python" -m onnxprune.demo "$@" ;;
-  test) setup; shift; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  demo) setup; shift; step "running the demo (python -m onnxprune.demo $*)"; exec "$VENV/bin/python" -m onnxprune.demo "$@" ;;
+  test) setup; shift; step "running the tests"; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   *) echo "usage: ./run.sh demo|test [args...]" >&2; exit 2 ;;
 esac

@@ -64,8 +64,16 @@ import warnings
 from pathlib import Path
 
 import onnx
-import torch
-import torch.nn as nn
+
+try:
+    import torch
+    import torch.nn as nn
+except ImportError:
+    if __name__ == "__main__":
+        print("python -m models.export: error: exporting needs PyTorch: install onnxprune[torch] "
+              "(pip install 'onnxprune[torch]')", file=sys.stderr)
+        sys.exit(2)
+    raise
 
 from models.cifar_resnet import load_pretrained
 from models.registry import MODELS, get_spec
