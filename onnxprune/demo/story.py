@@ -131,10 +131,7 @@ def _measure_latency(models, batch: int) -> dict:
     """Interleaved onnxruntime CPU latency of the models at one batch size (as `onnxprune bench`)."""
     from onnxprune.tools.bench import bench_models
     report = bench_models([p for _, p in models], batches=[batch], engines=["ort-cpu"], min_time_s=2.0)
-    path_name = {str(m.path): m.name for m in report.models}
-    return {"batch": batch,
-            "p50": {path_name[str(m.path)]: r.p50_ms for m in report.models for r in report.results
-                    if r.model == m.name},
+    return {"batch": batch, "p50": {r.model: r.p50_ms for r in report.results},
             "speedup": {p.model: p.speedup_rounds for p in report.pairs}}
 
 
@@ -185,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                          "inside the package; cifar10: the pretrained ResNet-56 from --assets")
     ap.add_argument("--epochs", type=int, default=8, help="digits: fine-tuning epochs")
     args = ap.parse_args(argv)
-    missing = [m for m in ("torch", "sklearn") if importlib.util.find_spec(m) is None]
+    needed = ("torch", "sklearn") if args.dataset == "digits" else ("torch",)
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         print(f"demo: error: needs {' and '.join(missing)}: pip install 'onnxprune[torch,demo]' "
               "(or run ./run.sh demo, which sets them up)", file=sys.stderr)
