@@ -89,3 +89,10 @@ def test_quiet_and_verbose(cli, model_path, tmp_path):
     assert rc == 0 and "pruning" in err
     rc, _, err = cli("prune", model_path, "-o", tmp_path / "b.onnx", "--ratio", 0.5, "-q")
     assert rc == 0 and err == ""
+
+
+def test_entry_point_is_the_function_after_the_module_is_imported():
+    import importlib
+    importlib.import_module("onnxprune.cli.main")
+    from onnxprune.cli import main
+    assert callable(main) and main.__module__ == "onnxprune.cli.main"
