@@ -374,5 +374,6 @@ class OnnxModule(nn.Module):
         return to_onnx(self, path, example_input, opset, **kw)
 
     def extra_repr(self) -> str:
-        return (f"opset={self.opset}, nodes={len(self._steps)} (+{len(self.source_model.graph.node) - len(self._steps)} "
-                f"constant), params={sum(1 for _ in self.parameters())}")
+        folded = len(self.source_model.graph.node) - len(self._steps)
+        return (f"opset={self.opset}, nodes={len(self._steps)} (+{folded} constant), "
+                f"params={sum(1 for _ in self.parameters())}")

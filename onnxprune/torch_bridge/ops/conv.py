@@ -82,7 +82,8 @@ def _gemm(a, opset, node):
     def run(args, rt):
         A, B = args[0], args[1]
         C = args[2] if given(args, 2) else None
-        if tb and not ta and alpha == 1.0 and beta == 1.0 and (C is None or (C.dim() == 1 and C.shape[0] == B.shape[0])):
+        plain_bias = C is None or (C.dim() == 1 and C.shape[0] == B.shape[0])
+        if tb and not ta and alpha == 1.0 and beta == 1.0 and plain_bias:
             return [F.linear(A, B, C)]
         A = A.t() if ta else A
         B = B.t() if tb else B
