@@ -721,3 +721,76 @@ def test_to_onnx_check_catches_a_mismatch():
         to_onnx(mod, None, x, check=True)
     with pytest.raises(OnnxPruneError):
         to_onnx(mod, None, None, check=True)
+
+
+# ======================================================================================
+# op registry; the torch-free BatchNorm passes
+# ======================================================================================
+
+def test_supported_ops_is_the_registry_and_a_registered_op_runs(monkeypatch):
+    from onnxprune.torch_bridge.ops.registry import OPS
+    assert SUPPORTED_OPS == frozenset(OPS)
+    m, feeds = single("Hardmax", {"x": R(2, 5)}, 13)
+    with pytest.raises(OnnxPruneError, match="Hardmax"):
+        OnnxModule(m)
+
+    def hardmax(a, opset, node):   # a new op: one factory, one registry entry
+        return lambda args, rt: [torch.nn.functional.one_hot(args[0].argmax(-1), args[0].shape[-1])
+                                 .to(args[0].dtype)]
+    monkeypatch.setitem(OPS, "Hardmax", hardmax)
+    got = OnnxModule(m)(torch.from_numpy(feeds["x"]))
+    np.testing.assert_array_equal(got.numpy(), ort_run(m, feeds)[0])
+
+
+def test_batchnorm_passes_import_and_run_without_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "from onnx import TensorProto, helper, numpy_helper\n"
+        "from onnxprune.graph.batchnorm import fold_batchnorm, reinsert_batchnorm\n"
+        "w = numpy_helper.from_array(np.ones((2, 1, 1, 1), np.float32), 'w')\n"
+        "g = helper.make_graph([helper.make_node('Conv', ['x', 'w'], ['y'], name='c'),\n"
+        "                       helper.make_node('Relu', ['y'], ['z'])], 'g',\n"
+        "    [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 1, 2, 2])],\n"
+        "    [helper.make_tensor_value_info('z', TensorProto.FLOAT, None)], [w])\n"
+        "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 13)])\n"
+        "bn = reinsert_batchnorm(m)\n"
+        "assert [n.op_type for n in bn.graph.node] == ['Conv', 'BatchNormalization', 'Relu']\n"
+        "back = fold_batchnorm(bn, only=['c__bn'])\n"
+        "assert [n.op_type for n in back.graph.node] == ['Conv', 'Relu']\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fold_batchnorm_with_shared_tensors():
+    """Two Convs share a weight, two BNs share their B: the shared tensors are copied, never
+    overwritten under another user; the folded graph computes the same; nothing dead is left."""
+    from onnxprune.graph.batchnorm import fold_batchnorm as fold
+    rng = np.random.default_rng(7)
+    c = 3
+    inits = {"w": rng.standard_normal((c, c, 3, 3)).astype(np.float32),
+             "b_shared": rng.standard_normal(c).astype(np.float32)}
+    nodes = []
+    for k in (1, 2):
+        inits.update({f"s{k}": rng.uniform(0.5, 2, c).astype(np.float32),
+                      f"m{k}": rng.standard_normal(c).astype(np.float32),
+                      f"v{k}": rng.uniform(0.5, 2, c).astype(np.float32)})
+        nodes += [helper.make_node("Conv", ["x", "w"], [f"c{k}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("BatchNormalization", [f"c{k}", f"s{k}", "b_shared", f"m{k}", f"v{k}"],
+                                   [f"y{k}"], name=f"bn{k}", epsilon=1e-3)]
+    nodes.append(helper.make_node("Add", ["y1", "y2"], ["out"]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 5, 5])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c, 5, 5])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    before = model.SerializeToString()
+    folded = fold(model)
+    assert model.SerializeToString() == before   # the input model is untouched
+    onnx.checker.check_model(folded)
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Conv", "Add"]
+    convs = folded.graph.node[:2]
+    assert len({n.input[1] for n in convs}) == 2 and len({n.input[2] for n in convs}) == 2
+    used = {i for n in folded.graph.node for i in n.input}
+    assert {t.name for t in folded.graph.initializer} == used - {"x", "y1", "y2"}
+    x = rng.standard_normal((1, c, 5, 5)).astype(np.float32)
+    assert_close(ort_run(folded, {"x": x})[0], ort_run(model, {"x": x})[0], "folded vs BN")

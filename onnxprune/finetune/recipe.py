@@ -145,7 +145,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray] |
     device = _device(config.device)
     torch.manual_seed(config.seed)
     if config.reinsert_bn and not any(n.op_type == "BatchNormalization" for n in model.graph.node):
-        from onnxprune.torch_bridge import reinsert_batchnorm
+        from onnxprune.graph.batchnorm import reinsert_batchnorm
         calib = np.concatenate([x for x, _ in train.sample(min(len(train), 256), seed=config.seed).batches(256)])
         model = calibrate_batchnorm(reinsert_batchnorm(model), calib)
         say(f"  BN-folded model: re-inserted {sum(n.op_type == 'BatchNormalization' for n in model.graph.node)} "
