@@ -1,7 +1,6 @@
 """The one rounding / repair loop: posynomial and exact cost oracles, per-group channel multiples."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from onnxprune.allocate import (AllocationProblem, Budget, ExactCosts, Posynomial, allocate, repair,
