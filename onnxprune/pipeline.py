@@ -5,24 +5,30 @@ plan and the verification report; the CLI writes them to disk.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from dataclasses import dataclass, field, asdict
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
 
-from onnxprune.allocate.core import AllocationProblem, Budget, Posynomial, allocate, check_feasible
+from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
+                                ratio_counts, repair, resolve_multiples)
+from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
 from onnxprune.analysis.groups import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
-from onnxprune.errors import BudgetError, VerificationError
+from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
+from onnxprune.log import get_logger
 from onnxprune.rewrite.plan import Plan
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.scoring.selection import group_scores, select_all
 from onnxprune.verify.oracle import VerifyReport, compare
 
-__all__ = ["PruneConfig", "PruneResult", "Pruner", "prune", "budget_problem", "METHODS"]
+__all__ = ["PruneConfig", "PruneResult", "Pruner", "prune", "METHODS", "DEFAULT_METHOD",
+           "DEFAULT_DATA_METHOD"]
+
+log = get_logger(__name__)
 
 
 METHODS = {
@@ -32,6 +38,8 @@ METHODS = {
     "uniform-l1": ("uniform", "l1", None),
     "uniform-hrank": ("uniform", "hrank", None),
 }
+DEFAULT_METHOD = "uniform-l1"          # no method, allocation or criterion given, no data
+DEFAULT_DATA_METHOD = "infoconc"       # the same with calibration data
 DATA_CRITERIA = {"shapley", "shapley-mc", "hrank"}
 WEIGHT_CRITERIA = {"l1", "l2", "fpgm", "random"}
 
@@ -41,7 +49,10 @@ class PruneConfig:
     """What to remove and how. Give one of the budgets (MACs and params may be combined).
 
     ``method`` picks a preset for allocation / criterion / weights; any of the three given
-    explicitly overrides the preset.
+    explicitly overrides the preset. With none of method / allocation / criterion given the preset
+    is ``uniform-l1`` (data-free); :meth:`Pruner.fit` picks ``infoconc`` when calibration data is
+    given (see :meth:`with_default_method`). ``round_to`` is one channel multiple for every group or
+    a mapping group id -> multiple.
     """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
     params_reduction: float | None = None    # fraction of parameters to remove
@@ -50,7 +61,7 @@ class PruneConfig:
     allocation: str | None = None            # uniform | global | convex | linear
     criterion: str | None = None             # l1 | l2 | fpgm | random | hrank | shapley
     weights: str | None = None               # concentration | nhsic (convex/linear allocation)
-    round_to: int = 1                        # kept channel counts are multiples of this
+    round_to: int | Mapping[int, int] = 1    # kept channel counts are multiples of this (per group)
     min_keep: float = 0.1                    # convex/linear: no group below this keep-ratio
     beta: float = 500.0                      # ITPruner's β in α = exp(-β s̃)
     fusion: str = "geometric"                # rank/entropy fusion: geometric | harmonic | convex
@@ -64,8 +75,23 @@ class PruneConfig:
     rtol: float = 1e-5
 
     def resolved(self) -> tuple[str, str, str | None]:
-        alloc, crit, weights = METHODS.get(self.method or "uniform-l1")
+        alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
         return (self.allocation or alloc, self.criterion or crit, self.weights or weights)
+
+    @property
+    def method_unspecified(self) -> bool:
+        return self.method is None and self.allocation is None and self.criterion is None
+
+    def with_default_method(self, has_data: bool) -> "PruneConfig":
+        """This config with the default preset made explicit: infoconc with data, else uniform-l1."""
+        if not self.method_unspecified:
+            return self
+        if has_data:
+            log.info("no method given: calibration data is available, using %s", DEFAULT_DATA_METHOD)
+            return dataclasses.replace(self, method=DEFAULT_DATA_METHOD)
+        log.info("no method given and no calibration data: using the data-free %s; calibration data "
+                 "(--data) would enable %s", DEFAULT_METHOD, DEFAULT_DATA_METHOD)
+        return dataclasses.replace(self, method=DEFAULT_METHOD)
 
     @property
     def needs_data(self) -> bool:
@@ -82,8 +108,11 @@ class PruneConfig:
                 raise BudgetError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
         if self.ratio is not None and len(given) > 1:
             raise BudgetError("--ratio sets every group's ratio; it cannot be combined with a reduction budget")
-        if self.round_to < 1:
-            raise BudgetError(f"--round-to must be >= 1, got {self.round_to}")
+        try:
+            resolve_multiples(self.round_to, self.round_to.keys() if isinstance(self.round_to, Mapping) else [0])
+        except BudgetError:
+            raise BudgetError(f"--round-to must be a positive integer (or a mapping group -> positive "
+                              f"integer), got {self.round_to!r}") from None
         if self.method is not None and self.method not in METHODS:
             raise BudgetError(f"unknown method {self.method!r}: choose {', '.join(METHODS)}")
         alloc, crit, weights = self.resolved()
@@ -104,108 +133,6 @@ class PruneResult:
     analysis: Analysis
     report: VerifyReport | None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _posynomial(terms: dict[tuple[int, ...], float]) -> Posynomial:
-    return Posynomial(terms=tuple((c, k) for k, c in terms.items() if k and c > 0),
-                      constant=float(terms.get((), 0.0)))
-
-
-def budget_problem(analysis: Analysis, cost: CostModel, config: PruneConfig) -> AllocationProblem:
-    """The allocation problem for the prunable groups under the configured budgets."""
-    prunable = {g.id for g in analysis.prunable}
-    budgets = []
-    if config.flops_reduction is not None:
-        budgets.append(Budget("macs", _posynomial(cost.macs_terms(prunable)),
-                              cost.macs() * (1 - config.flops_reduction)))
-    if config.params_reduction is not None:
-        budgets.append(Budget("params", _posynomial(cost.params_terms(prunable)),
-                              cost.params() * (1 - config.params_reduction)))
-    multiple = {}
-    for g in analysis.prunable:
-        m = config.round_to * g.equal_blocks // math.gcd(config.round_to, g.equal_blocks)
-        multiple[g.id] = m
-    channels = {g.id: g.channels for g in analysis.prunable}
-    return AllocationProblem(channels=channels, budgets=tuple(budgets), multiple=multiple)
-
-
-def _ratio_counts(analysis: Analysis, config: PruneConfig) -> dict[int, int]:
-    counts = {}
-    for g in analysis.prunable:
-        m = config.round_to * g.equal_blocks // math.gcd(config.round_to, g.equal_blocks)
-        n = int(round(g.channels * (1 - config.ratio) / m)) * m
-        counts[g.id] = min(g.channels, max(m, n))
-    return counts
-
-
-def _exact_repair(analysis, cost, problem, counts, scores, targets, full):
-    """The allocator works on expected counts; a group seen only in part by a tensor (e.g. a
-    residual width that grows through channel Pad) can land a little off. Step counts by their
-    multiple until the exact cost meets every target, then add back what still fits."""
-    def exact(c):
-        kept = select_all(analysis, c, scores)
-        return {"macs": cost.macs(kept), "params": cost.params(kept)}
-
-    def ok(values):
-        return all(values[name] <= t * (1 + 1e-9) for name, t in targets.items())
-
-    mult = problem.multiple
-    mins = {g: max(mult.get(g, 1), 1) for g in counts}
-    values = exact(counts)
-    for _ in range(4 * len(counts) + 50):
-        if ok(values):
-            break
-        best = None
-        for g, n in counts.items():
-            if n - mult[g] < mins[g]:
-                continue
-            trial = {**counts, g: n - mult[g]}
-            v = exact(trial)
-            gain = sum((values[k] - v[k]) / full[k] for k in targets)
-            loss = math.log(n / (n - mult[g]))
-            score = gain / loss if loss > 0 else gain
-            if best is None or score > best[0]:
-                best = (score, trial, v)
-        if best is None:
-            reached = ", ".join(f"{k} -{100 * (1 - values[k] / full[k]):.2f} %" for k in targets)
-            wanted = ", ".join(f"{k} -{100 * (1 - targets[k] / full[k]):.2f} %" for k in targets)
-            raise BudgetError(f"the budget ({wanted}) is out of reach with the kept channels every tensor "
-                              f"needs; at most {reached}")
-        _, counts, values = best
-    # add back, one multiple at a time, what still fits (smallest groups first: cheapest)
-    def slack(v):
-        return min((targets[k] - v[k]) / full[k] for k in targets)
-
-    changed = ok(values)
-    while changed and slack(values) > 0.003:
-        changed = False
-        for g in sorted(counts, key=lambda g: (problem.channels[g], g)):
-            n = counts[g]
-            if n + mult[g] > problem.channels[g] or slack(values) <= 0.003:
-                continue
-            trial = {**counts, g: n + mult[g]}
-            v = exact(trial)
-            if ok(v):
-                counts, values, changed = trial, v, True
-    # still more than a point under target: trade one multiple between two groups (small models)
-    for _ in range(20):
-        if not ok(values) or slack(values) <= 0.01 or len(counts) > 64:
-            break
-        best = None
-        for up in counts:
-            if counts[up] + mult[up] > problem.channels[up]:
-                continue
-            for down in counts:
-                if down == up or counts[down] - mult[down] < mins[down]:
-                    continue
-                trial = {**counts, up: counts[up] + mult[up], down: counts[down] - mult[down]}
-                v = exact(trial)
-                if ok(v) and slack(v) < slack(values) and (best is None or slack(v) < best[0]):
-                    best = (slack(v), trial, v)
-        if best is None:
-            break
-        _, counts, values = best
-    return counts, values
 
 
 def _data_batches(data, batch_size: int):
@@ -229,12 +156,31 @@ def _first_images(data, n: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _input_shape(model: onnx.ModelProto) -> list:
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+
+
+def check_calibration(model: onnx.ModelProto, data) -> None:
+    """DataError naming the model input when ``data`` (an array or a Dataset) does not fit it."""
+    from onnxprune.data.core import Dataset, check_against_input
+    if not isinstance(data, (np.ndarray, Dataset)):
+        raise DataError(f"calibration data must be a NumPy array or an onnxprune Dataset, got "
+                        f"{type(data).__name__} (model input '{model.graph.input[0].name}')")
+    if isinstance(data, np.ndarray) and len(data) == 0:
+        raise DataError(f"calibration data is empty (model input '{model.graph.input[0].name}')")
+    check_against_input(data, _input_shape(model), model.graph.input[0].name, source="calibration data")
+
+
 class Pruner:
     """``Pruner(config).fit(model, data)`` learns groups, metrics, allocation and scores;
-    ``.transform(model)`` returns a :class:`PruneResult` with the pruned model.
+    ``.transform()`` returns a :class:`PruneResult` with the pruned model.
 
     Fitted attributes: ``analysis_``, ``cost_``, ``metrics_`` (group → GroupMetrics),
-    ``scores_`` (group → channel scores), ``allocation_`` (group → kept count), ``kept_``.
+    ``scores_`` (group → channel scores), ``allocation_`` (group → kept count), ``kept_``,
+    ``choice_`` (the candidate allocation chosen with calibration data, or None).
+    Progress goes to the ``onnxprune.pipeline`` logger; ``progress`` is accepted for
+    compatibility and ignored.
     """
 
     def __init__(self, config: PruneConfig, progress: Callable[[str], None] | None = None,
@@ -242,12 +188,19 @@ class Pruner:
                  rank_images: int = 256, hsic_images: int = 256, shapley_images: int = 128) -> None:
         config.validate()
         self.config = config
-        self.say = progress or (lambda msg: None)
         self.provider, self.calib_batch_mb = provider, calib_batch_mb
         self.limits = dict(rank_images=rank_images, hsic_images=hsic_images, shapley_images=shapley_images)
+        self.provider_used: str | None = None
         self.timings: dict[str, float] = {}
         self.metrics_: dict = {}
         self.notes: list[str] = []
+        self.choice_: Choice | None = None
+
+    @property
+    def settings(self) -> dict:
+        """The run settings outside the config (recorded by :meth:`save`)."""
+        return {"provider": self.provider, "provider_used": self.provider_used,
+                "calib_batch_mb": self.calib_batch_mb, **self.limits}
 
     # --- stages ---------------------------------------------------------------------------
     def _metrics(self, model, data) -> None:
@@ -260,7 +213,7 @@ class Pruner:
                                  want_shapley=crit == "shapley", **self.limits)
         tensors = stats.tensors
         bs = batch_size_for(self.analysis_, tensors, self.calib_batch_mb, cap=64)
-        session = CaptureSession(model, tensors, self.provider, log=self.say)
+        session = CaptureSession(model, tensors, self.provider)
         self.provider_used = session.provider
         total = len(data)
         self._mc_images = []
@@ -274,7 +227,7 @@ class Pruner:
         t0 = time.perf_counter()
         self.metrics_ = stats.result(beta=self.config.beta, fusion=self.config.fusion, lam=self.config.lam)
         self.timings["metrics_s"] = time.perf_counter() - t0
-        self.say(f"metrics: {len(self.metrics_)} groups from {stats.seen} images")
+        log.info("metrics: %d groups from %d images", len(self.metrics_), stats.seen)
 
     def _scores(self) -> dict[int, np.ndarray]:
         _, crit, _ = self.config.resolved()
@@ -288,7 +241,8 @@ class Pruner:
                 scores[g.id] = np.asarray(est.values)
                 if m is not None:
                     m.shapley, m.shapley_stderr = est.values.tolist(), est.stderr.tolist()
-                self.say(f"shapley-mc: group {g.id} ({g.channels} channels), {est.num_evaluations} coalitions")
+                log.info("shapley-mc: group %d (%d channels), %d coalitions", g.id, g.channels,
+                         est.num_evaluations)
             elif crit == "shapley" and m is not None and m.shapley is not None:
                 scores[g.id] = np.asarray(m.shapley)
             elif crit == "hrank" and m is not None and m.channel_rank is not None:
@@ -298,49 +252,55 @@ class Pruner:
                                             self.config.seed)
         return scores
 
-    def _agreement_and_kl(self, kept, images, ref_logp) -> float:
-        """Top-1 agreement with the unpruned model and mean KL(unpruned ‖ pruned) on calibration images."""
-        from onnxprune.scoring.coalitions import _log_softmax
-        from onnxprune.tools.evaluate import predict
-        plan = Plan.build(self.analysis_, kept)
-        pruned = apply_plan(self.analysis_, plan, check=False)
-        logp = _log_softmax(predict(pruned, [images]))
-        kl = float((np.exp(ref_logp) * (ref_logp - logp)).sum(axis=1).mean())
-        agree = float(np.mean(np.argmax(logp, 1) == np.argmax(ref_logp, 1)))
-        return agree, kl
+    def _exact_repair(self, problem: AllocationProblem, counts: dict[int, int]) -> dict[int, int]:
+        """The allocator prices expected counts; a group seen only in part by a tensor (e.g. a
+        residual width that grows through channel Pad) can land a little off. Repair against the
+        exact cost of the channels the selection keeps."""
+        def exact(c):
+            kept = select_all(self.analysis_, c, self.scores_)
+            return {"macs": self.cost_.macs(kept), "params": self.cost_.params(kept)}
+        return repair(problem, counts, ExactCosts(problem, exact), fill="smallest-first", trade=True)
 
-    def _select_allocation(self, problem, data, targets, alloc) -> dict[int, int]:
-        """Solve for every weight sharpness t (weights w^t; t = 0 leaves only the cost elasticity)
-        and for the uniform allocation; keep the one whose pruned model's outputs stay closest
-        (KL) to the unpruned model's on calibration images. Label-free."""
-        from onnxprune.scoring.coalitions import _log_softmax
-        from onnxprune.tools.evaluate import predict
-        images = _first_images(data, self.config.select_images)
-        ref_logp = _log_softmax(predict(self.model_, [images]))
+    def _pruned_outputs(self, counts: Mapping[int, int], images: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model pruned to ``counts`` (selected by the fitted scores) on ``images``."""
+        from onnxprune.runtime import AnyBatchSession
+        plan = Plan.build(self.analysis_, select_all(self.analysis_, dict(counts), self.scores_))
+        pruned = apply_plan(self.analysis_, plan, check=False)
+        return AnyBatchSession(pruned).run(images)
+
+    def _candidates(self, problem: AllocationProblem, alloc: str) -> list[Candidate]:
+        """One allocation per weight sharpness t (weights w^t; t = 0 leaves only the cost
+        elasticity) and the uniform one, each repaired against the exact cost."""
         base = self._weights(problem, raw=True)
-        candidates = []
+        out = []
         for t in self.config.temperatures:
             w = self._scaled(problem, {g: v ** t for g, v in base.items()})
             result = allocate(problem, alloc, weights=w, x_min=self.config.min_keep)
-            candidates.append((f"{alloc} t={t:g}", dict(result.counts), result.notes))
+            out.append(Candidate(f"{alloc} t={t:g}", dict(result.counts), result.notes))
         if len(self.config.temperatures) > 1:
             result = allocate(problem, "uniform")
-            candidates.append(("uniform", dict(result.counts), result.notes))
-        scored = []
-        for name, counts, notes in candidates:
-            counts, _ = _exact_repair(self.analysis_, self.cost_, problem, counts, self.scores_, targets, self.full_)
-            agree, kl = self._agreement_and_kl(select_all(self.analysis_, counts, self.scores_), images, ref_logp)
-            scored.append(((-agree, kl), name, counts, notes))
-        scored.sort(key=lambda r: r[0])
-        (agree, kl), name, counts, notes = scored[0]
-        self.notes.extend(notes)
-        if len(scored) > 1:
-            self.notes.append("allocation chosen by agreement with the unpruned model's top-1 on %d "
-                              "calibration images (then KL): %s" % (len(images), ", ".join(
-                                  f"{n} {100 * -a:.1f}%/{k:.3f}" for (a, k), n, _, _ in sorted(scored, key=lambda r: r[1]))))
-            self.say(f"allocation: {name} (agreement {100 * -agree:.1f}%, KL {kl:.3f})")
-        self.allocation_choice_ = name
-        return counts
+            out.append(Candidate("uniform", dict(result.counts), result.notes))
+        return [Candidate(c.name, self._exact_repair(problem, c.counts), c.notes) for c in out]
+
+    def _select_allocation(self, problem: AllocationProblem, data, alloc: str) -> dict[int, int]:
+        """Keep the candidate whose pruned model's outputs stay closest to the unpruned model's on
+        calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
+        from onnxprune.runtime import AnyBatchSession
+        images = _first_images(data, self.config.select_images)
+        session = AnyBatchSession(self.model_)
+        reference = session.run(images)
+        candidates = self._candidates(problem, alloc)
+        choice = choose_candidate(candidates, lambda counts: self._pruned_outputs(counts, images),
+                                  reference, session.output_names)
+        self.choice_ = choice
+        self.notes.extend(choice.candidate.notes)
+        if len(candidates) > 1:
+            self.notes.append(f"allocation chosen on {len(images)} calibration images by {choice.criterion} "
+                              "(agreement/distance): " + ", ".join(f"{n} {100 * (1 - a):.1f}%/{d:.3f}"
+                                                                  for n, (a, d) in choice.scores.items()))
+            a, d = choice.scores[choice.candidate.name]
+            log.info("allocation: %s (agreement %.1f%%, distance %.3f)", choice.candidate.name, 100 * (1 - a), d)
+        return choice.candidate.counts
 
     def _scaled(self, problem, w: dict[int, float]) -> dict[int, float]:
         """Σ w_g log x_g counts every group alike; scale each by its cost elasticity
@@ -377,14 +337,18 @@ class Pruner:
     # --- public -----------------------------------------------------------------------------
     def fit(self, model: onnx.ModelProto, data=None, metrics: dict | None = None) -> "Pruner":
         """Learn everything needed to prune; ``metrics`` from an earlier fit on the same model
-        and data skip activation capture (e.g. when sweeping budgets)."""
-        config = self.config
+        and data skip activation capture (e.g. when sweeping budgets). With no method, allocation
+        or criterion configured, calibration data selects ``infoconc`` (else ``uniform-l1``)."""
+        if data is not None:
+            check_calibration(model, data)
+        self.config = config = self.config.with_default_method(data is not None)
         t0 = time.perf_counter()
         self.model_ = model
         self.analysis_ = analyze(model)
         self.cost_ = CostModel(self.analysis_)
         self.timings["analysis_s"] = time.perf_counter() - t0
-        self.say(f"analysis: {len(self.analysis_.groups)} channel groups, {len(self.analysis_.prunable)} prunable")
+        log.info("analysis: %d channel groups, %d prunable", len(self.analysis_.groups),
+                 len(self.analysis_.prunable))
         if not self.analysis_.prunable:
             raise BudgetError("no channel group can be pruned in this model (run `onnxprune analyze` to see why)")
         if metrics is not None:
@@ -397,33 +361,32 @@ class Pruner:
         t0 = time.perf_counter()
         self.scores_ = self._scores()
         self.timings["scoring_s"] = time.perf_counter() - t0
-
         t0 = time.perf_counter()
-        alloc, _, _ = config.resolved()
-        a, cost = self.analysis_, self.cost_
-        self.full_ = {"macs": cost.macs(), "params": cost.params()}
-        problem = budget_problem(a, cost, config)
-        if config.ratio is not None:
-            counts = _ratio_counts(a, config)
-        else:
-            check_feasible(problem)
-            targets = {b.name: b.target for b in problem.budgets}
-            if alloc in ("convex", "linear") and data is not None:
-                counts = self._select_allocation(problem, data, targets, alloc)
-            else:
-                kwargs = {}
-                if alloc == "global":
-                    kwargs["scores"] = {g: self.scores_[g] for g in problem.channels}
-                if alloc in ("convex", "linear"):
-                    kwargs["weights"] = self._weights(problem)
-                    kwargs["x_min"] = config.min_keep
-                result = allocate(problem, alloc, **kwargs)
-                self.notes.extend(result.notes)
-                counts, _ = _exact_repair(a, cost, problem, dict(result.counts), self.scores_, targets, self.full_)
-        self.allocation_ = counts
-        self.kept_ = select_all(a, counts, self.scores_)
+        self.full_ = {"macs": self.cost_.macs(), "params": self.cost_.params()}
+        self.allocation_ = self._allocate(data)
+        self.kept_ = select_all(self.analysis_, self.allocation_, self.scores_)
         self.timings["allocation_s"] = time.perf_counter() - t0
         return self
+
+    def _allocate(self, data) -> dict[int, int]:
+        config = self.config
+        alloc, _, _ = config.resolved()
+        if config.ratio is not None:
+            return ratio_counts(self.analysis_, config.ratio, config.round_to)
+        problem = budget_problem(self.analysis_, self.cost_, flops_reduction=config.flops_reduction,
+                                 params_reduction=config.params_reduction, round_to=config.round_to)
+        check_feasible(problem)
+        if alloc in ("convex", "linear") and data is not None:
+            return self._select_allocation(problem, data, alloc)
+        kwargs = {}
+        if alloc == "global":
+            kwargs["scores"] = {g: self.scores_[g] for g in problem.channels}
+        if alloc in ("convex", "linear"):
+            kwargs["weights"] = self._weights(problem)
+            kwargs["x_min"] = config.min_keep
+        result = allocate(problem, alloc, **kwargs)
+        self.notes.extend(result.notes)
+        return self._exact_repair(problem, dict(result.counts))
 
     def plan(self) -> Plan:
         config, cost = self.config, self.cost_
@@ -444,7 +407,8 @@ class Pruner:
             budget={"requested": requested,
                     "achieved": {"macs_reduction": 1 - achieved["macs"] / self.full_["macs"],
                                  "params_reduction": 1 - achieved["params"] / self.full_["params"]},
-                    "notes": list(self.notes)},
+                    "notes": list(self.notes),
+                    **({"allocation_choice": self.choice_.to_dict()} if self.choice_ else {})},
             cost={"unit": "MACs per image; FLOPs = 2 x MACs",
                   "macs": {"original": self.full_["macs"], "pruned": achieved["macs"]},
                   "params": {"original": self.full_["params"], "pruned": achieved["params"]}})
@@ -457,7 +421,24 @@ class Pruner:
                               if k not in ("channel_rank", "channel_entropy", "shapley", "group")}
         return plan
 
-    def transform(self, model: onnx.ModelProto) -> "PruneResult":
+    @property
+    def allocation_choice_(self) -> str | None:
+        """Name of the chosen candidate allocation (None when no choice was made)."""
+        return self.choice_.candidate.name if self.choice_ else None
+
+    def transform(self, model: onnx.ModelProto | None = None) -> "PruneResult":
+        """Rewrite the fitted model and verify it against the masked original.
+
+        ``model`` may be omitted; when given it must be the model passed to :meth:`fit` (the same
+        object or an identical copy): the plan's node and group ids refer to that graph, so any
+        other model is refused with a PlanError rather than verified against the wrong reference.
+        """
+        if not hasattr(self, "kept_"):
+            raise PlanError("transform() before fit(): call Pruner.fit(model, data) first")
+        if model is not None and model is not self.model_ and \
+                model.SerializeToString(deterministic=True) != self.model_.SerializeToString(deterministic=True):
+            raise PlanError(f"transform(model): graph '{model.graph.name}' is not the model this Pruner "
+                            f"was fitted on (graph '{self.model_.graph.name}'); fit it first")
         plan = self.plan()
         t0 = time.perf_counter()
         pruned = apply_plan(self.analysis_, plan)
@@ -465,7 +446,7 @@ class Pruner:
         report = None
         if self.config.verify:
             t0 = time.perf_counter()
-            report = compare(model, pruned, plan, rtol=self.config.rtol, seed=self.config.seed)
+            report = compare(self.model_, pruned, plan, rtol=self.config.rtol, seed=self.config.seed)
             self.timings["verify_s"] = time.perf_counter() - t0
             if not report.ok:
                 bad = [o for o in report.outputs if not o.ok]
@@ -475,9 +456,10 @@ class Pruner:
         return PruneResult(pruned, plan, self.analysis_, report, dict(self.timings))
 
     def save(self, path) -> None:
-        """Save the fitted records (groups, metrics, allocation, scores) as JSON."""
+        """Save the fitted records (config, run settings, groups, metrics, allocation, scores) as JSON."""
         from onnxprune.model_io import write_json_atomic
-        write_json_atomic(path, {"config": asdict(self.config), "plan": self.plan().to_dict(),
+        write_json_atomic(path, {"config": asdict(self.config), "settings": self.settings,
+                                 "plan": self.plan().to_dict(),
                                  "metrics": {str(g): m.to_dict() for g, m in self.metrics_.items()},
                                  "allocation": {str(g): n for g, n in self.allocation_.items()},
                                  "timings": self.timings})
@@ -485,5 +467,6 @@ class Pruner:
 
 def prune(model: onnx.ModelProto, config: PruneConfig, data=None,
           progress: Callable[[str], None] | None = None, **kwargs) -> PruneResult:
-    """Prune ``model`` under ``config`` (see :class:`Pruner`)."""
-    return Pruner(config, progress, **kwargs).fit(model, data).transform(model)
+    """Prune ``model`` under ``config`` (see :class:`Pruner`). ``progress`` is accepted for
+    compatibility and ignored: stage messages go to the ``onnxprune.pipeline`` logger."""
+    return Pruner(config, **kwargs).fit(model, data).transform()
