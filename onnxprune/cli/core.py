@@ -111,7 +111,7 @@ def cmd_prune(args) -> int:
 
 def _calibration(args, model):
     """The seeded calibration sample, checked against the model's input."""
-    from onnxprune.data.core import check_against_input, load_dataset, preprocess_from_namespace
+    from onnxprune.data import check_against_input, load_dataset, preprocess_from_namespace
     if not args.data:
         raise OnnxPruneError("this method needs calibration images: pass --data PATH "
                              "(.npy/.npz, an image folder, a .tar.gz of one, or CIFAR-10 batches)")
@@ -125,7 +125,7 @@ def _calibration(args, model):
 
 
 def cmd_finetune(args) -> int:
-    from onnxprune.data.core import check_against_input, load_dataset, preprocess_from_namespace
+    from onnxprune.data import check_against_input, load_dataset, preprocess_from_namespace
     from onnxprune.finetune.recipe import FinetuneConfig, finetune
     from onnxprune.model_io import check_output_path, load_model
     out = check_output_path(args.model, args.output, args.overwrite)
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="allow replacing existing output files")
     r.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW",
                    help="fix a dynamic input shape (repeatable)")
-    from onnxprune.data.core import add_preprocess_arguments
+    from onnxprune.data import add_preprocess_arguments
     add_preprocess_arguments(r)
     r.set_defaults(func=cmd_prune)
 

@@ -84,7 +84,7 @@ def digits_demo(out: Path, flops_reduction: float, epochs: int) -> int:
 def _summary(models, test_npz, pre, batch_size: int) -> int:
     from onnxprune.analysis.groups import analyze
     from onnxprune.analysis.cost import CostModel, format_count
-    from onnxprune.data.core import Preprocess, load_dataset
+    from onnxprune.data import Preprocess, load_dataset
     from onnxprune.tools.evaluate import latency, top1_accuracy
     from onnxprune.model_io import load_model
     pre = pre or Preprocess(channel_order="L")
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from models.export import export_model
     from onnxprune.cli.core import main as cli
-    from onnxprune.data.core import Preprocess
+    from onnxprune.data import Preprocess
 
     args.out.mkdir(parents=True, exist_ok=True)
     original = args.out / "resnet56.onnx"
