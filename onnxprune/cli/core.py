@@ -177,7 +177,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    import numpy as np
     from onnxprune.model_io import load_model
     from onnxprune.rewrite.plan import Plan
     from onnxprune.tools.report import verify_table
@@ -189,13 +188,8 @@ def cmd_verify(args) -> int:
     if plan.model_sha256 and plan.model_sha256 != file_sha256(args.original):
         raise OnnxPruneError(f"{args.plan} was made for another model (sha256 {plan.model_sha256[:12]}…), "
                              f"not {args.original}")
-    feeds = None
-    if args.data:
-        try:
-            data = np.load(args.data)
-        except Exception as exc:
-            raise OnnxPruneError(f"{args.data}: cannot read inputs ({exc})") from None
-        feeds = dict(data) if hasattr(data, "files") else {original.graph.input[0].name: data}
+    from onnxprune.data import load_feeds
+    feeds = load_feeds(args.data, original.graph.input, seed=args.seed) if args.data else None
     report = compare(original, pruned, plan, feeds=feeds, rtol=args.rtol, atol=args.atol, seed=args.seed)
     print(verify_table(report))
     return 0 if report.ok else 1
@@ -291,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("original", help="the unpruned ONNX model")
     v.add_argument("pruned", help="the pruned ONNX model")
     v.add_argument("--plan", required=True, help="the plan JSON written by `prune`")
-    v.add_argument("--data", help=".npy (first input) or .npz (one array per input name) to use "
-                                  "instead of random inputs")
+    v.add_argument("--data", help="inputs instead of random ones: .npy (first input) or .npz (one array per "
+                                  "input name), or images as for prune --data (folder, .tar.gz, CIFAR batches)")
     v.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
     v.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance (default 1e-6)")
     v.add_argument("--seed", type=int, default=0)
