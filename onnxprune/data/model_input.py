@@ -42,69 +42,24 @@ def check_against_input(data: "Dataset | np.ndarray | Sequence[int]", input_shap
     that does not match (with a hint when NHWC and NCHW look swapped), a wrong spatial size (with a
     ``--size`` hint), or NaN/Inf in the data (naming the first bad image).
     """
+    where, layout, array, batch = _batch_of(data, layout, source)
     name = f"input {input_name!r}"
-    array: np.ndarray | None = None
-    dt: np.dtype | None = None
-    if isinstance(data, Dataset):
-        where = source or data.path
-        layout = layout or data.preprocess.layout
-        bad = data.first_nonfinite()
-        if bad is not None:
-            raw = getattr(data.source, "raw_shape", None)
-            raise DataError(f"{where}: image {bad[0]} contains {bad[1]}" + (f" (images {raw})" if raw else ""))
-        batch = data.shape
-    elif isinstance(data, np.ndarray):
-        where = source or "data"
-        array, dt, batch = data, data.dtype, tuple(data.shape)
-    else:
-        where = source or "data"
-        try:
-            batch = tuple(int(v) for v in data)
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: expected a Dataset, an array or a batch shape, got {type(data).__name__}") from None
     layout = (layout or "NCHW").upper()
     if layout not in LAYOUTS:
         raise DataError(f"layout {layout!r}: expected NCHW or NHWC")
+    dt = None if array is None else array.dtype
     if dt is not None and (dt == np.bool_ or not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating))):
         raise DataError(f"{where}: data dtype {dt} is not numeric (shape {batch}); {name} needs numbers")
     want_full = [_dim(v) for v in input_shape]
-    want = want_full[1:]
-    want_s = _fmt(want_full)
     item = tuple(batch[1:])
     got_s = str(tuple(batch))
     if len(batch) != len(want_full):
-        raise DataError(f"{where}: data {got_s} has rank {len(batch)} but {name} {want_s} has rank {len(want_full)}")
-    if len(item) == 3 and not _match(item, want):
-        other = "NHWC" if layout == "NCHW" else "NCHW"
-        c_ax, sp_ax = (0, (1, 2)) if layout == "NCHW" else (2, (0, 1))
-        as_other = tuple(item[k] for k in ((1, 2, 0) if layout == "NCHW" else (2, 0, 1)))
-        if _match(as_other, want):  # the data is right for the other layout
-            raise DataError(f"{where}: data {got_s} is {layout} but {name} is {want_s}: "
-                            f"channel order looks like {other}; pass --layout {other}")
-        from_other = tuple(item[k] for k in ((2, 0, 1) if layout == "NCHW" else (1, 2, 0)))
-        if _match(from_other, want):  # the data itself is in the other layout
-            raise DataError(f"{where}: data {got_s} looks like {other} but {name} {want_s} is {layout}; "
-                            f"transpose the data (for arrays pass source_layout {other})")
-        want_c = want[c_ax]
-        if want_c is not None and item[c_ax] != want_c:
-            hint = ""
-            if want_c == 1 and item[c_ax] == 3:
-                hint = "; pass --channel-order L for grey input"
-            elif want_c == 3 and item[c_ax] == 1:
-                hint = "; the data is grey but the model wants 3 channels"
-            elif want[(2 if layout == "NCHW" else 0)] in (1, 3, 4):
-                hint = f"; channel order looks like {other}; pass --layout {other}"
-            raise DataError(f"{where}: data {got_s} has {item[c_ax]} channels but {name} {want_s} expects {want_c}{hint}")
-        got_hw = tuple(item[k] for k in sp_ax)
-        want_hw = tuple(want[k] for k in sp_ax)
-        if not _match(got_hw, want_hw):
-            h, w = (want_hw[0] or got_hw[0]), (want_hw[1] or got_hw[1])
-            hw = str(h) if h == w else f"{h}x{w}"
-            extra = f" (or --resize {int(round(max(h, w) / 0.875))} --crop {hw})" if max(h, w) >= 64 else ""
-            raise DataError(f"{where}: images are {got_hw[0]}x{got_hw[1]} {got_s} but {name} {want_s} "
-                            f"expects {h}x{w}; pass --size {hw}{extra}")
-    elif not _match(item, want):
-        raise DataError(f"{where}: data {got_s} does not fit {name} {want_s}")
+        raise DataError(f"{where}: data {got_s} has rank {len(batch)} but {name} {_fmt(want_full)} "
+                        f"has rank {len(want_full)}")
+    if len(item) == 3 and not _match(item, want_full[1:]):
+        _raise_image_mismatch(where, got_s, item, want_full, name, layout)
+    elif not _match(item, want_full[1:]):
+        raise DataError(f"{where}: data {got_s} does not fit {name} {_fmt(want_full)}")
     if array is not None and np.issubdtype(array.dtype, np.floating) and array.size:
         flat = array.reshape(len(array), -1)
         ok = np.isfinite(flat).all(axis=1)
@@ -113,6 +68,59 @@ def check_against_input(data: "Dataset | np.ndarray | Sequence[int]", input_shap
             kind = "NaN" if np.isnan(flat[k]).any() else "Inf"
             raise DataError(f"{where}: image {k} contains {kind} (batch shape {array.shape})")
     return item
+
+
+def _batch_of(data: Any, layout: str | None, source: str | None
+              ) -> tuple[str, str | None, np.ndarray | None, tuple[int, ...]]:
+    """(name in messages, layout, the array if any, batch shape) of a Dataset, an array or a shape.
+    A dataset is first scanned for NaN/Inf in its raw images."""
+    if isinstance(data, Dataset):
+        where = source or data.path
+        bad = data.first_nonfinite()
+        if bad is not None:
+            raw = getattr(data.source, "raw_shape", None)
+            raise DataError(f"{where}: image {bad[0]} contains {bad[1]}" + (f" (images {raw})" if raw else ""))
+        return where, layout or data.preprocess.layout, None, data.shape
+    where = source or "data"
+    if isinstance(data, np.ndarray):
+        return where, layout, data, tuple(data.shape)
+    try:
+        return where, layout, None, tuple(int(v) for v in data)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: expected a Dataset, an array or a batch shape, got {type(data).__name__}") from None
+
+
+def _raise_image_mismatch(where: str, got_s: str, item: tuple[int, ...], want_full: list[int | None],
+                          name: str, layout: str) -> None:
+    """The DataError for a (C,H,W)/(H,W,C) item that does not fit: layout, channels or size, with a hint."""
+    want, want_s = want_full[1:], _fmt(want_full)
+    other = "NHWC" if layout == "NCHW" else "NCHW"
+    c_ax, sp_ax = (0, (1, 2)) if layout == "NCHW" else (2, (0, 1))
+    as_other = tuple(item[k] for k in ((1, 2, 0) if layout == "NCHW" else (2, 0, 1)))
+    if _match(as_other, want):  # the data is right for the other layout
+        raise DataError(f"{where}: data {got_s} is {layout} but {name} is {want_s}: "
+                        f"channel order looks like {other}; pass --layout {other}")
+    from_other = tuple(item[k] for k in ((2, 0, 1) if layout == "NCHW" else (1, 2, 0)))
+    if _match(from_other, want):  # the data itself is in the other layout
+        raise DataError(f"{where}: data {got_s} looks like {other} but {name} {want_s} is {layout}; "
+                        f"transpose the data (for arrays pass source_layout {other})")
+    want_c = want[c_ax]
+    if want_c is not None and item[c_ax] != want_c:
+        hint = ""
+        if want_c == 1 and item[c_ax] == 3:
+            hint = "; pass --channel-order L for grey input"
+        elif want_c == 3 and item[c_ax] == 1:
+            hint = "; the data is grey but the model wants 3 channels"
+        elif want[(2 if layout == "NCHW" else 0)] in (1, 3, 4):
+            hint = f"; channel order looks like {other}; pass --layout {other}"
+        raise DataError(f"{where}: data {got_s} has {item[c_ax]} channels but {name} {want_s} expects {want_c}{hint}")
+    got_hw = tuple(item[k] for k in sp_ax)
+    want_hw = tuple(want[k] for k in sp_ax)
+    h, w = (want_hw[0] or got_hw[0]), (want_hw[1] or got_hw[1])
+    hw = str(h) if h == w else f"{h}x{w}"
+    extra = f" (or --resize {int(round(max(h, w) / 0.875))} --crop {hw})" if max(h, w) >= 64 else ""
+    raise DataError(f"{where}: images are {got_hw[0]}x{got_hw[1]} {got_s} but {name} {want_s} "
+                    f"expects {h}x{w}; pass --size {hw}{extra}")
 
 
 # --------------------------------------------------------------------------------------------------
