@@ -1,4 +1,4 @@
-"""``verify --data`` reads the same sources as ``prune --data``: an image folder, a tar, arrays."""
+"""`prune --data` and `verify --data` read the same sources (folders, tars, arrays) and name bad files."""
 
 from __future__ import annotations
 
@@ -63,3 +63,23 @@ def test_verify_with_a_missing_data_path_is_one_line(pruned, capsys, tmp_path):
     rc, stdout, err = _verify(capsys, model, out, plan, tmp_path / "nope")
     assert rc == 2
     assert err.strip().splitlines()[-1] == f"onnxprune: error: {tmp_path / 'nope'}: no such file or directory"
+
+
+def test_prune_with_a_corrupt_image_names_the_file(tmp_path, capsys):
+    """A corrupt file met while capturing activations: one error line naming it, nothing written."""
+    model = tmp_path / "net.onnx"
+    onnx.save(small_resnet(shape=("N", 3, 16, 16)), model)
+    imgs = tmp_path / "imgs" / "a"
+    imgs.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)).save(imgs / f"{k}.png")
+    (imgs / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "small.onnx"
+    rc = main(["prune", str(model), "-o", str(out), "--ratio", "0.3", "--criterion", "hrank",
+               "--data", str(tmp_path / "imgs"), "--calib-images", "6"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"onnxprune: error: {imgs / '3.png'}: not a readable image"), last
+    assert "BytesIO" not in last
