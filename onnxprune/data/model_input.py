@@ -127,8 +127,16 @@ def _raise_image_mismatch(where: str, got_s: str, item: tuple[int, ...], want_fu
 # Arrays given to the Python API
 # --------------------------------------------------------------------------------------------------
 
-_HOW = ("preprocess them first, e.g. onnxprune.data.preprocess_from_args(size=..., norm='imagenet', "
-        "layout='NCHW').apply(images), or pass a Dataset from onnxprune.data.load_dataset(path, preprocess)")
+def _how_to_preprocess(want: list[int | None]) -> str:
+    """The hint closing an as_model_batch message, with the input's own size and layout filled in."""
+    layout = (_model_layout(want) if len(want) == 4 else None) or "NCHW"
+    size = ""
+    if len(want) == 4:
+        hw = (want[2], want[3]) if layout == "NCHW" else (want[1], want[2])
+        size = f"size='{hw[0]}x{hw[1]}', " if None not in hw else ""
+    return (f"preprocess them first, e.g. onnxprune.data.preprocess_from_args({size}layout='{layout}', "
+            "norm='imagenet' or the model's own mean/std).apply(images), or pass a Dataset from "
+            "onnxprune.data.load_dataset(path, preprocess)")
 
 
 def _model_layout(want: Sequence[int | None]) -> str | None:
@@ -167,6 +175,19 @@ def _image_problems(got: tuple[int, ...], want: list[int | None]) -> list[str]:
     return problems
 
 
+def _missing_axis_hint(got: tuple[int, ...], want: list[int | None]) -> str:
+    """For data one axis short: a single item (add the batch axis) or grey images without a channel axis."""
+    if len(got) != len(want) - 1:
+        return ""
+    if _match(got, want[1:]):
+        return "; a single item: add a batch axis (images[None])"
+    if len(want) == 4 and want[1] == 1 and _match(got[1:], want[2:]):
+        return "; grey images without a channel axis: add one (images[:, None])"
+    if len(want) == 4 and want[3] == 1 and _match(got[1:], want[1:3]):
+        return "; grey images without a channel axis: add one (images[..., None])"
+    return ""
+
+
 def as_model_batch(array: Any, input_shape: Sequence[Any], input_name: str, *,
                    input_dtype: str = "float32", source: str = "data") -> np.ndarray:
     """A batch array checked against a model input, as a contiguous ``input_dtype`` array.
@@ -187,15 +208,14 @@ def as_model_batch(array: Any, input_shape: Sequence[Any], input_name: str, *,
         problems.append(f"dtype {arr.dtype} looks like raw pixels, the input expects {input_dtype} "
                         "(scaled and normalised)")
     if len(got) != len(want):
-        extra = "; add a batch axis (images[None])" if len(got) == len(want) - 1 else ""
-        problems.append(f"rank {len(got)} but the input has rank {len(want)}{extra}")
+        problems.append(f"rank {len(got)} but the input has rank {len(want)}{_missing_axis_hint(got, want)}")
     elif len(got) == 4:
         problems += _image_problems(got, want)
     elif not _match(got[1:], want[1:]):
         problems.append("its item shape differs")
     if problems:
         raise DataError(f"{source} {_fmt(got)} {arr.dtype} does not fit input {input_name!r} {_fmt(want)} "
-                        f"{input_dtype}: " + "; ".join(problems) + f"; {_HOW}")
+                        f"{input_dtype}: " + "; ".join(problems) + f"; {_how_to_preprocess(want)}")
     out = np.ascontiguousarray(arr, dtype=input_dtype)
     if np.issubdtype(out.dtype, np.floating) and out.size:
         ok = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
@@ -237,6 +257,15 @@ def _raw_feeds(path: Path, specs: list[tuple[str, list[Any]]]) -> dict[str, np.n
     return {name: data}
 
 
+def _preprocess_for(want: list[int | None]) -> Preprocess:
+    """Default preprocessing for an image input: its layout and (when fixed) its size, pixels in 0..1."""
+    if len(want) != 4:
+        return Preprocess()
+    layout = _model_layout(want) or "NCHW"
+    hw = (want[2], want[3]) if layout == "NCHW" else (want[1], want[2])
+    return Preprocess(size=None if None in hw else hw, layout=layout)
+
+
 def load_feeds(source: str | os.PathLike, inputs: Sequence[Any], *, preprocess: Preprocess | None = None,
                limit: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs for one run of a model, from any source :func:`load_dataset` reads.
@@ -260,9 +289,7 @@ def load_feeds(source: str | os.PathLike, inputs: Sequence[Any], *, preprocess: 
     name, shape = specs[0]
     want = [_dim(v) for v in shape]
     if preprocess is None:
-        layout = (_model_layout(want) if len(want) == 4 else None) or "NCHW"
-        hw = (want[2], want[3]) if layout == "NCHW" else (want[1], want[2])
-        preprocess = Preprocess(size=hw if None not in hw and len(want) == 4 else None, layout=layout)
+        preprocess = _preprocess_for(want)
     with load_dataset(path, preprocess) as ds:
         n = min(want[0] or limit, len(ds))
         sample = ds.sample(n, seed=seed)

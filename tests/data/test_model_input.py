@@ -25,7 +25,7 @@ def test_raw_uint8_nhwc_images_name_the_input_and_every_problem():
     assert msg.startswith("images (4, 32, 32, 3) uint8 does not fit input 'input.1' (?, 3, 32, 32) float32")
     assert "looks like raw pixels" in msg
     assert "the data is NHWC but the input is NCHW (images.transpose(0, 3, 1, 2))" in msg
-    assert "preprocess them first" in msg and "\n" not in msg
+    assert "preprocess_from_args(size='32x32', layout='NCHW'" in msg and "\n" not in msg
 
 
 @pytest.mark.parametrize("array,want,expect", [
@@ -33,7 +33,9 @@ def test_raw_uint8_nhwc_images_name_the_input_and_every_problem():
     (np.zeros((2, 3, 32, 32), np.float32), [None, 32, 32, 3], r"data is NCHW but the input is NHWC"),
     (np.zeros((2, 1, 32, 32), np.float32), NCHW, r"it has 1 channels but the input expects 3"),
     (np.zeros((2, 3, 28, 28), np.float32), NCHW, r"images are 28x28 but the input expects 32x32"),
-    (np.zeros((3, 32, 32), np.float32), NCHW, r"rank 3 but the input has rank 4; add a batch axis"),
+    (np.zeros((3, 32, 32), np.float32), NCHW, r"rank 3 but the input has rank 4; a single item: add a batch axis"),
+    (np.zeros((5, 28, 28), np.float32), [None, 1, 28, 28], r"grey images without a channel axis: .*images\[:, None\]"),
+    (np.zeros((5, 28, 28), np.float32), [None, 28, 28, 1], r"grey images without a channel axis: .*images\[\.\.\., None\]"),
     (np.array([["a"]]), [None, 1], r"dtype <U1 is not numeric"),
 ])
 def test_each_problem_is_named(array, want, expect):
@@ -90,3 +92,15 @@ def test_feeds_errors_name_the_source(tmp_path):
     np.save(tmp_path / "small.npy", _u8(n=2, h=8, w=8))
     feeds = load_feeds(tmp_path / "small.npy", [("x", NCHW)])  # resized to the input's size
     assert feeds["x"].shape == (2, 3, 32, 32)
+
+
+def test_feeds_for_a_non_image_input_from_arrays(tmp_path):
+    np.save(tmp_path / "v.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
+    np.testing.assert_array_equal(load_feeds(tmp_path / "v.npy", [("v", [None, 4])])["v"],
+                                  np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+def test_feeds_for_an_nhwc_input(tmp_path):
+    np.save(tmp_path / "pixels.npy", _u8(n=3, h=20, w=20))
+    x = load_feeds(tmp_path / "pixels.npy", [("in", [None, 16, 16, 3])])["in"]
+    assert x.shape == (3, 16, 16, 3) and x.dtype == np.float32
