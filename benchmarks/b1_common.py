@@ -25,18 +25,18 @@ ADAPT = dict(epochs=1, batch_size=128, lr=0.01, warmup_epochs=0.05, weight_decay
 
 
 def preprocess():
-    from onnxprune.data.core import Preprocess
+    from onnxprune.data import Preprocess
     return Preprocess(**IMAGENET)
 
 
 def jpeg_train():
-    from onnxprune.data.core import load_dataset
+    from onnxprune.data import load_dataset
     return load_dataset(ASSETS / "cifar10-jpeg" / "train.tar.gz", preprocess(), seed=0)
 
 
 def test_sets(jpeg_limit: int | None = None):
     """(lossless x, y), (JPEG x, y): the 1017 lossless test images and the JPEG test set."""
-    from onnxprune.data.core import load_dataset
+    from onnxprune.data import load_dataset
     lossless = load_dataset(ASSETS / "cifar10-lossless-test-first1017.npz", preprocess(), shuffle=False).arrays()
     jpeg = load_dataset(ASSETS / "cifar10-jpeg" / "test.tar.gz", preprocess(), limit=jpeg_limit, seed=0).arrays()
     return lossless, jpeg

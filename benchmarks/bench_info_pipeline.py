@@ -25,7 +25,7 @@ import json, resource, sys, tempfile, time
 from pathlib import Path
 name, n, assets = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 from models.export import export_model
-from onnxprune.data.core import Preprocess, load_dataset
+from onnxprune.data import Preprocess, load_dataset
 from onnxprune.model_io import load_model
 from onnxprune.pipeline import PruneConfig, Pruner
 tmp = Path(tempfile.mkdtemp())

@@ -38,7 +38,7 @@ def main() -> None:
     from onnxprune.analysis.groups import analyze
     from onnxprune.capture.session import CaptureSession, probes_for
     from onnxprune.scoring.coalitions import network_shapley
-    from onnxprune.data.core import Preprocess, load_dataset
+    from onnxprune.data import Preprocess, load_dataset
     from onnxprune.metrics.information import InformationStats
     from onnxprune.model_io import load_model
     from onnxprune.scoring.selection import group_scores

@@ -163,7 +163,7 @@ def _input_shape(model: onnx.ModelProto) -> list:
 
 def check_calibration(model: onnx.ModelProto, data) -> None:
     """DataError naming the model input when ``data`` (an array or a Dataset) does not fit it."""
-    from onnxprune.data.core import Dataset, check_against_input
+    from onnxprune.data import Dataset, check_against_input
     if not isinstance(data, (np.ndarray, Dataset)):
         raise DataError(f"calibration data must be a NumPy array or an onnxprune Dataset, got "
                         f"{type(data).__name__} (model input '{model.graph.input[0].name}')")

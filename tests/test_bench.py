@@ -15,6 +15,7 @@ from onnx import numpy_helper
 
 from onnx_builders import Net
 import onnxprune.tools.bench as bench
+from onnxprune.tools.bench import engines, machine, timing
 from onnxprune.tools.bench import (BenchReport, add_bench_arguments, bench_models, parse_batches,
                              parse_engines, run_bench_from_args)
 from onnxprune.errors import OnnxPruneError
@@ -69,7 +70,8 @@ def report(models) -> BenchReport:
 
 
 def _no_cuda(monkeypatch):
-    monkeypatch.setattr(bench, "available_providers", lambda prefer="auto": ["CPUExecutionProvider"])
+    for module in (engines, machine):
+        monkeypatch.setattr(module, "available_providers", lambda prefer="auto": ["CPUExecutionProvider"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -87,7 +89,7 @@ def test_stats_are_consistent(report):
 
 
 def test_stats_function():
-    st = bench._stats([0.001 * k for k in range(1, 101)], batch=8)   # 1 .. 100 ms
+    st = bench.latency_stats([0.001 * k for k in range(1, 101)], batch=8)   # 1 .. 100 ms
     assert st["p50_ms"] == pytest.approx(50.5)
     assert st["p90_ms"] == pytest.approx(90.1)
     assert st["p99_ms"] == pytest.approx(99.01)
@@ -122,11 +124,11 @@ def test_rounds_interleave_and_stop():
         def fn():
             calls.append(tag)
             time.sleep(secs)
-        return bench._Runner(fn, "cpu")
+        return engines.Runner(fn, "cpu")
     m = types.SimpleNamespace(name="m")
-    a = bench._Slot(m, runner("A", 0.0005))
-    b = bench._Slot(m, runner("B", 0.0))
-    rounds = bench._measure([a, b], warmup=1, min_runs=5, min_time_s=0.01, max_runs=10_000)
+    a = timing.Slot(m, runner("A", 0.0005))
+    b = timing.Slot(m, runner("B", 0.0))
+    rounds = timing.measure_rounds([a, b], warmup=1, min_runs=5, min_time_s=0.01, max_runs=10_000)
     assert calls[:2] == ["A", "B"]                         # warm-up
     timed = calls[2:]
     assert timed[0] == "A" and "B" in timed and rounds >= 2
@@ -136,8 +138,8 @@ def test_rounds_interleave_and_stop():
     assert len(b.samples) >= 5
     assert set(a.round_medians) <= set(range(rounds))
     # the cap wins over the time
-    c = bench._Slot(m, runner("C", 0.0))
-    bench._measure([c], warmup=0, min_runs=3, min_time_s=100.0, max_runs=7)
+    c = timing.Slot(m, runner("C", 0.0))
+    timing.measure_rounds([c], warmup=0, min_runs=3, min_time_s=100.0, max_runs=7)
     assert len(c.samples) == 7
 
 
@@ -149,8 +151,8 @@ def test_failing_runner_is_skipped_not_raised(models):
         if calls["n"] > 3:
             raise RuntimeError("device lost\nsecond line")
     m = types.SimpleNamespace(name="m")
-    s = bench._Slot(m, bench._Runner(boom, "cpu"))
-    bench._measure([s], warmup=1, min_runs=10, min_time_s=0.0, max_runs=100)
+    s = timing.Slot(m, engines.Runner(boom, "cpu"))
+    timing.measure_rounds([s], warmup=1, min_runs=10, min_time_s=0.0, max_runs=100)
     assert s.error.startswith("failed while timing") and "device lost" in s.error and "\n" not in s.error
 
 

@@ -17,8 +17,10 @@ import pytest
 PIL = pytest.importorskip("PIL", reason="Pillow is needed to read image files (pip install pillow)")
 from PIL import Image  # noqa: E402
 
-import onnxprune.data.core as D  # noqa: E402
-from onnxprune.data.core import (  # noqa: E402
+import onnxprune.data as D  # noqa: E402
+import onnxprune.data.sources.folder as folder_source  # noqa: E402
+import onnxprune.data.sources.tar as tar_source  # noqa: E402
+from onnxprune.data import (  # noqa: E402
     Preprocess,
     check_against_input,
     load_dataset,
@@ -114,8 +116,8 @@ def test_image_folder_labels_follow_sorted_classes(folder):
 def test_folder_decodes_lazily_per_batch(folder, monkeypatch):
     root, xs, _ = folder
     calls = []
-    real = D._decode
-    monkeypatch.setattr(D, "_decode", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = folder_source.decode_image
+    monkeypatch.setattr(folder_source, "decode_image", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     ds = load_dataset(root, RAW)
     assert calls == []
     it = ds.batches(4)
@@ -161,12 +163,12 @@ def test_tar_decodes_lazily_per_batch(folder, tmp_path, monkeypatch):
     root, xs, _ = folder
     tgz = _tar_of(root, tmp_path / "imgs.tar.gz", "train")
     calls = []
-    real = D._decode
-    monkeypatch.setattr(D, "_decode", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = tar_source.decode_image
+    monkeypatch.setattr(tar_source, "decode_image", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     ds = load_dataset(tgz, RAW)
     assert calls == []
     x, _ = next(ds.batches(2))
-    assert len(calls) == 2 and calls[0].startswith("train/")
+    assert len(calls) == 2 and calls[0].startswith(f"{tgz}: member 'train/")
     assert sum(len(v) for v in ds.source._cache.values()) <= sum(m.size for m in ds.source.members)
 
 
@@ -519,7 +521,7 @@ def test_bad_sources(tmp_path):
     (tmp_path / "bad" / "c").mkdir(parents=True)
     (tmp_path / "bad" / "c" / "a.jpg").write_bytes(b"not a jpeg")
     ds = load_dataset(tmp_path / "bad")
-    with pytest.raises(DataError, match=r"bad: cannot decode image 'c/a\.jpg'"):
+    with pytest.raises(DataError, match=r"bad/c/a\.jpg: not a readable image \(UnidentifiedImageError"):
         next(ds.batches(1))
     (tmp_path / "t.tar.gz").write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(DataError, match=r"t\.tar\.gz: not a readable tar archive"):
@@ -528,6 +530,34 @@ def test_bad_sources(tmp_path):
     with pytest.raises(DataError, match=r"z\.npz: not a readable \.npz file"):
         load_dataset(tmp_path / "z.npz")
     assert issubclass(DataError, OnnxPruneError)
+
+
+def _corrupt_among_good(root: Path) -> None:
+    (root / "c").mkdir(parents=True)
+    for k in range(3):
+        Image.fromarray(_pixels("ant", k)).save(root / "c" / f"{k}.png")
+    (root / "c" / "1.png").write_bytes(b"\x89PNG truncated")
+
+
+def test_corrupt_image_in_folder_names_the_file(tmp_path):
+    _corrupt_among_good(tmp_path / "imgs")
+    ds = load_dataset(tmp_path / "imgs", RAW, shuffle=False)
+    with pytest.raises(DataError) as info:
+        ds.arrays(batch_size=2)
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'imgs' / 'c' / '1.png'}: not a readable image")
+    assert "BytesIO" not in msg and "0x" not in msg and "\n" not in msg
+
+
+def test_corrupt_image_in_tar_names_archive_and_member(tmp_path):
+    _corrupt_among_good(tmp_path / "imgs")
+    tgz = _tar_of(tmp_path / "imgs", tmp_path / "imgs.tar.gz", "train")
+    ds = load_dataset(tgz, RAW, shuffle=False)
+    with pytest.raises(DataError) as info:
+        list(ds.batches(2))
+    msg = str(info.value)
+    assert msg.startswith(f"{tgz}: member 'train/c/1.png': not a readable image")
+    assert "BytesIO" not in msg and "0x" not in msg
 
 
 def test_messages_are_one_line(tmp_path):
@@ -598,8 +628,13 @@ def test_argparse_helpers():
     assert D.preprocess_from_namespace(parser.parse_args([])) == Preprocess()
 
 
+DATA_MODULES = ("args", "dataset", "images", "model_input", "preprocess", "sources", "sources.arrays",
+                "sources.base", "sources.cifar", "sources.folder", "sources.layout", "sources.tar")
+
+
 def test_module_imports_no_onnx_runtime_or_torch():
-    code = ("import sys, onnxprune.data.core; bad = [m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules];"
+    modules = ", ".join(["onnxprune.data"] + [f"onnxprune.data.{m}" for m in DATA_MODULES])
+    code = (f"import sys, {modules}; bad = [m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))

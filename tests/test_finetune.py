@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from onnxprune.data.core import load_dataset  # noqa: E402
+from onnxprune.data import load_dataset  # noqa: E402
 from onnxprune.errors import DataError, OnnxPruneError  # noqa: E402
 from onnxprune.tools.evaluate import top1_accuracy  # noqa: E402
 from onnxprune.finetune.recipe import FinetuneConfig, finetune  # noqa: E402
@@ -101,7 +101,7 @@ DDP_SCRIPT = textwrap.dedent("""
     import sys, onnx
     sys.path.insert(0, {tests!r})
     from test_finetune import bn_free_net, CFG
-    from onnxprune.data.core import load_dataset
+    from onnxprune.data import load_dataset
     from onnxprune.finetune.recipe import FinetuneConfig, finetune
     data = load_dataset({data!r}, shuffle=False)
     finetune(bn_free_net(), data, None, FinetuneConfig(**{{**CFG, "epochs": 2}}), {out!r})

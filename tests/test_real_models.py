@@ -37,7 +37,7 @@ def test_face_detector_prunes_and_verifies(assets, name, target):
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 def test_pretrained_resnet56_prunes_and_keeps_accuracy_sane(assets, exported, exporter):
-    from onnxprune.data.core import Preprocess, load_dataset
+    from onnxprune.data import Preprocess, load_dataset
     from onnxprune.tools.evaluate import top1_accuracy
     path = exported("resnet56", exporter, "folded",
                     weights=assets / "pretrained" / "cifar10-resnet56-4bfd9763.th")

@@ -16,7 +16,7 @@ from onnxprune.errors import OnnxPruneError
 __all__ = ["HelpFormatter", "add_command", "add_input_shape_argument", "add_provider_argument",
            "add_output_arguments", "add_overwrite_argument", "add_verbosity_arguments",
            "parse_input_shape", "input_shapes", "load_input_model", "check_outputs", "plan_path_for",
-           "config_from_namespace", "verbosity", "need", "data_api", "input_dims"]
+           "config_from_namespace", "verbosity", "need", "input_dims"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -149,14 +149,6 @@ def need(module: str, extra: str, what: str):
         raise OnnxPruneError(f"{what} needs {module}: install onnxprune[{extra}] "
                              f"(pip install 'onnxprune[{extra}]')") from None
 
-
-def data_api():
-    """``onnxprune.data``: add_preprocess_arguments, preprocess_from_namespace, load_dataset,
-    check_against_input (package level; its single-module layout as a fallback)."""
-    import onnxprune.data as data
-    if not hasattr(data, "load_dataset"):
-        from onnxprune.data import core as data
-    return data
 
 
 def input_dims(model) -> tuple[str, list[int | None]]:

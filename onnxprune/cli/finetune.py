@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from onnxprune.cli.args import add_command, add_verbosity_arguments, add_input_shape_argument, add_output_arguments, \
-    config_from_namespace, data_api, input_dims, load_input_model, need
+    config_from_namespace, input_dims, load_input_model, need
+from onnxprune.data import add_preprocess_arguments
 from onnxprune.errors import OnnxPruneError
 from onnxprune.log import get_logger
 
@@ -40,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and subsets")
     add_input_shape_argument(p)
-    data_api().add_preprocess_arguments(p)
+    add_preprocess_arguments(p)
     add_verbosity_arguments(p)
     p.set_defaults(func=run)
 
@@ -62,7 +63,7 @@ def _recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _datasets(args: argparse.Namespace, model):
-    data = data_api()
+    import onnxprune.data as data
     pre = data.preprocess_from_namespace(args)
     train = data.load_dataset(args.train, pre, limit=args.train_images, seed=args.seed, split=args.train_split)
     name, shape = input_dims(model)

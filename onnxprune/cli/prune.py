@@ -5,8 +5,9 @@ import argparse
 from pathlib import Path
 
 from onnxprune.cli.args import add_command, add_verbosity_arguments, add_input_shape_argument, add_output_arguments, \
-    add_provider_argument, check_outputs, config_from_namespace, data_api, input_dims, load_input_model, \
+    add_provider_argument, check_outputs, config_from_namespace, input_dims, load_input_model, \
     plan_path_for
+from onnxprune.data import add_preprocess_arguments
 from onnxprune.errors import BudgetError, OnnxPruneError
 from onnxprune.log import get_logger
 
@@ -37,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the check against the masked original")
     add_input_shape_argument(p)
-    data_api().add_preprocess_arguments(p)
+    add_preprocess_arguments(p)
     add_verbosity_arguments(p)
     p.set_defaults(func=run)
 
@@ -116,7 +117,7 @@ def calibration(args: argparse.Namespace, model):
     if not args.data:
         raise OnnxPruneError("this method needs calibration images: pass --data PATH "
                              "(.npy/.npz, an image folder, a .tar.gz of one, or CIFAR-10 batches)")
-    data = data_api()
+    import onnxprune.data as data
     ds = data.load_dataset(args.data, data.preprocess_from_namespace(args), limit=args.calib_images,
                            seed=args.seed, split=args.split)
     name, shape = input_dims(model)

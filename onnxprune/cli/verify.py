@@ -21,8 +21,9 @@ def register(sub) -> None:
     p.add_argument("original", help="the unpruned ONNX model")
     p.add_argument("pruned", help="the pruned ONNX model")
     p.add_argument("--plan", help="the plan JSON written by `prune` (default: PRUNED with .onnx -> .plan.json)")
-    p.add_argument("--data", help=".npy (first input) or .npz (one array per input name) to use "
-                                  "instead of random inputs")
+    p.add_argument("--data", help="inputs instead of random ones: a model-ready .npy (first input) or "
+                                  ".npz (one array per input name), or any source `prune --data` reads "
+                                  "(image folder, tar, CIFAR batches; a seeded sample resized to the input)")
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance")
     p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -43,15 +44,12 @@ def check_plan_fits(plan, plan_path, original: str, pruned: str) -> None:
                         f"or was written by another run (the plan records sha256 {recorded[:12]}…)")
 
 
-def _feeds(path: str | None, model):
+def _feeds(path: str | None, model, seed: int):
+    """Inputs from --data: model-ready .npy/.npz, or any source `prune --data` reads (a seeded sample)."""
     if not path:
         return None
-    import numpy as np
-    try:
-        data = np.load(path)
-    except Exception as exc:
-        raise OnnxPruneError(f"{path}: cannot read inputs ({exc})") from None
-    return dict(data) if hasattr(data, "files") else {model.graph.input[0].name: data}
+    from onnxprune.data import load_feeds
+    return load_feeds(path, model.graph.input, seed=seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     pruned = load_model(args.pruned)
     plan = Plan.load(plan_path)
     check_plan_fits(plan, plan_path, args.original, args.pruned)
-    report = compare(original, pruned, plan, feeds=_feeds(args.data, original), rtol=args.rtol,
+    report = compare(original, pruned, plan, feeds=_feeds(args.data, original, args.seed), rtol=args.rtol,
                      atol=args.atol, seed=args.seed)
     print(verify_table(report))
     return 0 if report.ok else 1

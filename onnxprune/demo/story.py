@@ -139,10 +139,9 @@ def _summary(models, test_npz, pre, latency: dict) -> int:
     """Accuracy, MACs and params of every model, with the latencies measured by the bench."""
     from onnxprune.analysis.groups import analyze
     from onnxprune.analysis.cost import CostModel, format_count
-    from onnxprune.cli.args import data_api
     from onnxprune.tools.evaluate import top1_accuracy
     from onnxprune.model_io import load_model
-    data = data_api()
+    import onnxprune.data as data
     pre = pre or data.Preprocess(channel_order="L")
     x, y = data.load_dataset(test_npz, pre, shuffle=False).arrays()
     rows = []
@@ -201,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from models.export import export_model
     from onnxprune.cli import main as cli
-    from onnxprune.cli.args import data_api
-    Preprocess = data_api().Preprocess
+    from onnxprune.data import Preprocess
 
     args.out.mkdir(parents=True, exist_ok=True)
     original = args.out / "resnet56.onnx"

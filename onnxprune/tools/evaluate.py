@@ -1,7 +1,6 @@
 """Accuracy and latency of a model through onnxruntime (used by the demo and benchmarks)."""
 from __future__ import annotations
 
-import time
 from typing import Iterable
 
 import numpy as np
@@ -38,16 +37,10 @@ def top1_accuracy(model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray
 
 def latency(model: onnx.ModelProto, x: np.ndarray, warmup: int = 5, runs: int = 30,
             threads: int | None = None, providers=None) -> dict[str, float]:
-    """Wall-clock latency of one batch: median, mean, p90 and IQR in milliseconds."""
+    """Wall-clock latency of one batch in milliseconds (median ``p50_ms``, ``mean_ms``, ``p90_ms``,
+    ``p99_ms``, ``iqr_ms``, ``min_ms``) and ``images_per_s`` at the median; the statistics are the
+    benchmark's (:func:`onnxprune.tools.bench.latency_stats`)."""
+    from onnxprune.tools.bench.timing import latency_stats, time_runs
     sess = AnyBatchSession(model, providers, threads=threads)
-    for _ in range(warmup):
-        sess.run(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(x)
-        times.append(1e3 * (time.perf_counter() - t0))
-    t = np.asarray(times)
-    q1, q3 = np.percentile(t, [25, 75])
-    return {"p50_ms": float(np.median(t)), "mean_ms": float(t.mean()), "p90_ms": float(np.percentile(t, 90)),
-            "iqr_ms": float(q3 - q1), "images_per_s": float(x.shape[0] / (np.median(t) / 1e3))}
+    samples = time_runs(lambda: sess.run(x), warmup, runs)
+    return latency_stats(samples, x.shape[0])

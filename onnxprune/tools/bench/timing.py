@@ -1,0 +1,92 @@
+"""The timing loop (warm-up, then interleaved rounds) and the latency statistics of a list of samples."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from onnxprune.tools.bench.records import one_line
+
+if TYPE_CHECKING:
+    from onnxprune.tools.bench.engines import Runner
+    from onnxprune.tools.bench.models import BenchModel
+
+__all__ = ["Slot", "measure_rounds", "latency_stats", "time_runs"]
+
+
+@dataclass
+class Slot:
+    """One model's prepared runner and its timed samples in a measurement."""
+
+    model: BenchModel
+    runner: Runner | None = None
+    samples: list = field(default_factory=list)       # seconds
+    round_medians: dict = field(default_factory=dict)  # round -> median seconds
+    est: float | None = None
+    error: str | None = None
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.samples))
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure_rounds(slots: list[Slot], warmup: int, min_runs: int, min_time_s: float,
+             max_runs: int) -> int:
+    """Warm up each slot, then time interleaved rounds; returns the number of rounds."""
+    for s in slots:
+        try:
+            for _ in range(warmup):
+                s.est = _timed(s.runner.fn)
+        except Exception as exc:
+            s.error = f"failed in warm-up ({one_line(exc)})"
+    round_s = max(min_time_s / 10.0, 0.002)
+
+    def done(s: Slot) -> bool:
+        n = len(s.samples)
+        return n >= max_runs or (n >= min_runs and s.total >= min_time_s)
+
+    rounds = 0
+    while True:
+        live = [s for s in slots if s.error is None]
+        if not live or all(done(s) for s in live):
+            break
+        order = live if rounds % 2 == 0 else live[::-1]
+        for s in order:
+            if len(s.samples) >= max_runs:
+                continue
+            chunk = 1 if s.est is None else int(min(max(round_s / max(s.est, 1e-9), 1), 200))
+            chunk = min(chunk, max_runs - len(s.samples))
+            try:
+                times = [_timed(s.runner.fn) for _ in range(chunk)]
+            except Exception as exc:
+                s.error = f"failed while timing ({one_line(exc)})"
+                continue
+            s.samples.extend(times)
+            s.round_medians[rounds] = float(np.median(times))
+            s.est = float(np.median(times))
+        rounds += 1
+    return rounds
+
+
+def latency_stats(samples_s: Sequence[float], batch: int) -> dict:
+    """mean, p50, p90, p99, IQR and min in ms, and images/s at the median, of samples in seconds."""
+    t = np.asarray(samples_s, dtype=np.float64) * 1e3
+    p25, p50, p75, p90, p99 = np.percentile(t, [25, 50, 75, 90, 99])
+    return {"mean_ms": float(t.mean()), "p50_ms": float(p50), "p90_ms": float(p90),
+            "p99_ms": float(p99), "iqr_ms": float(p75 - p25), "min_ms": float(t.min()),
+            "images_per_s": float(batch / (p50 / 1e3)) if p50 > 0 else float("inf")}
+
+
+def time_runs(fn: Callable[[], None], warmup: int, runs: int) -> list[float]:
+    """Seconds taken by each of ``runs`` calls of ``fn``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    return [_timed(fn) for _ in range(runs)]
