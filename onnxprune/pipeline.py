@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from onnxprune.allocate.core import AllocationProblem, Budget, Posynomial, allocate, check_feasible
-from onnxprune.analysis.groups import Analysis, analyze
+from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
 from onnxprune.errors import BudgetError, VerificationError
 from onnxprune.rewrite.plan import Plan

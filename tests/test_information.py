@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from onnxprune.analysis.groups import analyze
+from onnxprune.analysis import analyze
 from onnxprune.capture.session import CaptureSession, probes_for
 from onnxprune.metrics.information import local_shapley_conv, local_shapley_dense
 from onnxprune.pipeline import PruneConfig, Pruner

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxprune.analysis.groups import analyze
+from onnxprune.analysis import analyze
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.verify.random_plans import RTOL, prune_and_check, random_plan
 from onnxprune.verify.oracle import compare

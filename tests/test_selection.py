@@ -33,7 +33,7 @@ def test_stratified_keeps_one_in_every_span():
 def test_exact_cost_matches_expected_counts_on_option_a_resnet(exported):
     """The allocator's posynomial (expected counts) and the exact MACs of the selection agree on
     ResNet-20, whatever the scores favour, so the budget is met without a large repair."""
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
     from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, budget_problem

@@ -50,7 +50,7 @@ def _say(msg: str) -> None:
 
 # ------------------------------------------------------------------------------------------
 def cmd_analyze(args) -> int:
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
     from onnxprune.tools.report import analysis_table, analysis_json
     model = _load(args.model, args.input_shape)

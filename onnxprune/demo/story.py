@@ -82,7 +82,7 @@ def digits_demo(out: Path, flops_reduction: float, epochs: int) -> int:
 
 
 def _summary(models, test_npz, pre, batch_size: int) -> int:
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel, format_count
     from onnxprune.data.core import Preprocess, load_dataset
     from onnxprune.tools.evaluate import latency, top1_accuracy

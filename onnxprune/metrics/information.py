@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis import Analysis
 from onnxprune.capture.session import Probe
 from onnxprune.graph.view import attr
 from onnxprune.metrics.core import (EntropyAccumulator, ProjectedFeatures, RankAccumulator, information_concentration,

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-
 from onnxprune.errors import PlanError, VerificationError
+from onnxprune.graph.edit import ModelEdit, splice_mul
 from onnxprune.rewrite.plan import Plan
 from onnxprune.runtime import make_session, random_inputs
 
@@ -38,35 +37,19 @@ def _edge_masks(plan: Plan) -> dict[tuple[int, int, str], tuple[np.ndarray, int,
 
 
 def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
-    """The original model with a 0/1 channel mask on every consumed edge of a pruned group."""
-    model = onnx.ModelProto()
-    model.CopyFrom(original)
-    g = model.graph
-    nodes = list(g.node)
-    ranks = {}
-    inferred = onnx.shape_inference.infer_shapes(original)
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
-    for t in original.graph.initializer:
-        ranks[t.name] = len(t.dims)
-    new_nodes: dict[int, list[onnx.NodeProto]] = {}
-    for n, ((idx, k, tensor), (mask, axis, block)) in enumerate(sorted(_edge_masks(plan).items())):
-        if idx >= len(nodes) or k >= len(nodes[idx].input) or nodes[idx].input[k] != tensor:
+    """The original model with a 0/1 channel mask (in the tensor's dtype) on every consumed edge of
+    a pruned group."""
+    edit = ModelEdit(original)
+    for (idx, k, tensor), (mask, axis, block) in sorted(_edge_masks(plan).items()):
+        node = edit.nodes[idx] if idx < len(edit.nodes) else None
+        if node is None or k >= len(node.inputs) or node.inputs[k] is None or node.inputs[k].name != tensor:
             raise PlanError(f"plan edge {tensor} → node #{idx} input {k} does not exist in this model")
-        rank = ranks.get(tensor)
+        rank = edit.rank(tensor)
         if rank is None:
             raise PlanError(f"rank of tensor '{tensor}' unknown; cannot place its mask")
         shape = [mask.size * block] + [1] * (rank - 1 - axis)
-        full = np.repeat(mask, block).reshape(shape).astype(np.float32)
-        mname, oname = f"__onnxprune_mask{n}", f"__onnxprune_masked{n}"
-        g.initializer.append(numpy_helper.from_array(full, mname))
-        new_nodes.setdefault(idx, []).append(onnx.helper.make_node("Mul", [tensor, mname], [oname]))
-        nodes[idx].input[k] = oname
-    del g.node[:]
-    for i, node in enumerate(nodes):
-        g.node.extend(new_nodes.get(i, []))
-        g.node.append(node)
-    return model
+        splice_mul(edit, idx, k, np.repeat(mask, block).reshape(shape))
+    return edit.to_proto()
 
 
 def _dynamic_hint(model: onnx.ModelProto) -> str:

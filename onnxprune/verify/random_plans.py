@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.analysis.groups import Analysis, analyze
+from onnxprune.analysis import Analysis, analyze
 from onnxprune.rewrite.plan import Plan
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.scoring.selection import select_kept
