@@ -38,6 +38,7 @@ class ModelEdit:
         self._names = {v.name for n in self.nodes for v in (*n.inputs, *n.outputs) if v is not None}
         self._names |= {v.name for v in self.graph.inputs} | set(self.graph.initializers)
         self._initializer_inputs = any(v.is_initializer() for v in self.graph.inputs)
+        self._declared = {vi.name for vi in model.graph.value_info}     # value_info of the source
 
     # --- types ----------------------------------------------------------------------------
     def _type_map(self) -> dict[str, tuple[int, int | None]]:
@@ -124,8 +125,9 @@ class ModelEdit:
 
     def cleanup(self, dead_ops: set[str]) -> None:
         """Drop nodes of ``dead_ops`` whose outputs nobody reads (repeatedly) and unused
-        initializers; forget intermediate shapes (they are inferred again); initializers that were
-        graph inputs (IR < 4) stay graph inputs, with their new shapes."""
+        initializers; forget the value_info of intermediate tensors and initializers (shape
+        inference writes it again); initializers that were graph inputs (IR < 4) stay graph
+        inputs, with their new shapes."""
         while True:
             dead = [n for n in self.graph if n.op_type in dead_ops and n.outputs
                     and not any(o.uses() or o.is_graph_output() for o in n.outputs)]
@@ -141,17 +143,39 @@ class ModelEdit:
             self.graph.inputs.extend(keep + list(self.graph.initializers.values()))
             for v in self.graph.initializers.values():
                 v.type, v.shape = ir.TensorType(v.const_value.dtype), ir.Shape(v.const_value.shape)
+        self.forget_shapes()
+
+    def forget_shapes(self) -> None:
+        """Drop the value_info of intermediate tensors (shape inference writes it again)."""
         for n in self.graph:
             for o in n.outputs:
                 if not o.is_graph_output():
                     o.shape, o.type = None, None
+        self._declared = set()
 
     def _dropped_inputs(self) -> set[str]:
         """Inputs that were initializers of the source model and are no longer initializers."""
         return {t.name for t in self._source.graph.initializer} - set(self.graph.initializers)
 
+    def set_batch_dim(self, param: str = "batch") -> None:
+        """Make axis 0 of every graph input (initializers aside) and output symbolic."""
+        for v in [v for v in self.graph.inputs if not v.is_initializer()] + list(self.graph.outputs):
+            if v.shape is not None and len(v.shape):
+                v.shape = ir.Shape([param, *list(v.shape)[1:]])
+
+    def initializer(self, name: str) -> np.ndarray | None:
+        """The value of initializer ``name``, or None."""
+        v = self.graph.initializers.get(name)
+        return None if v is None else v.const_value.numpy()
+
     def to_proto(self) -> onnx.ModelProto:
-        return ir.serde.serialize_model(self.model)
+        """The edited model; value_info is written only for tensors that had it or were given it."""
+        proto = ir.serde.serialize_model(self.model)
+        keep = [vi for vi in proto.graph.value_info
+                if vi.name not in self.graph.initializers or vi.name in self._declared]
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(keep)
+        return proto
 
 
 def splice_mul(edit: ModelEdit, index: int, k: int, factor: np.ndarray | ir.Value, name: str = "__onnxprune_mask") -> ir.Value:

@@ -15,7 +15,12 @@ from onnxprune.graph.edit import ModelEdit, splice_mul
 from onnxprune.rewrite.plan import Plan
 from onnxprune.runtime import make_session, random_inputs
 
-__all__ = ["masked_model", "compare", "VerifyReport", "OutputDiff"]
+__all__ = ["masked_model", "compare", "output_diff", "VerifyReport", "OutputDiff", "RTOL", "ATOL"]
+
+# The one tolerance rule: an output passes when max|a−b| ≤ ATOL + RTOL·max|a| (fp32 precision;
+# fp16 models agree exactly, since masked channels add exact zeros).
+RTOL = 1e-5
+ATOL = 1e-6
 
 
 def _edge_masks(plan: Plan) -> dict[tuple[int, int, str], tuple[np.ndarray, int, int]]:
@@ -96,12 +101,23 @@ class VerifyReport:
         return all(o.ok for o in self.outputs)
 
 
+def output_diff(name: str, ref: np.ndarray, got: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> OutputDiff:
+    """How far ``got`` is from ``ref``, and whether it is within the tolerance rule."""
+    a64, b64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    if a64.shape != b64.shape:
+        return OutputDiff(name, float("inf"), float("inf"), 0.0, False)
+    err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+    scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+    rel = err / scale if scale > 0 else err
+    return OutputDiff(name, err, rel, scale, err <= atol + rtol * scale)
+
+
 def compare(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan,
-            feeds: dict[str, np.ndarray] | None = None, rtol: float = 1e-5, atol: float = 1e-6,
+            feeds: dict[str, np.ndarray] | None = None, rtol: float = RTOL, atol: float = ATOL,
             seed: int = 0) -> VerifyReport:
     """Run masked original and pruned model on the same inputs and compare every output.
 
-    An output passes when max|a−b| ≤ atol + rtol·max|a| (relative to the output's scale).
+    An output passes when max|a−b| ≤ atol + rtol·max|a| (see :func:`output_diff`).
     """
     masked = masked_model(original, plan)
     source = "given data" if feeds is not None else f"random normal inputs (seed {seed})"
@@ -111,14 +127,5 @@ def compare(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan,
     s_pruned = make_session(pruned)
     names = [o.name for o in s_pruned.get_outputs()]
     got = _run(s_pruned, feeds, "the pruned model", source, hint)
-    diffs = []
-    for name, a, b in zip(names, ref, got):
-        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a64.shape != b64.shape:
-            diffs.append(OutputDiff(name, float("inf"), float("inf"), 0.0, False))
-            continue
-        err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
-        scale = float(np.max(np.abs(a64))) if a64.size else 0.0
-        rel = err / scale if scale > 0 else err
-        diffs.append(OutputDiff(name, err, rel, scale, err <= atol + rtol * scale))
+    diffs = [output_diff(name, a, b, rtol, atol) for name, a, b in zip(names, ref, got)]
     return VerifyReport(tuple(diffs), source)
