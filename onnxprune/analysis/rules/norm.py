@@ -3,11 +3,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx
 
 from onnxprune.analysis.records import ParamSlice
-from onnxprune.graph.view import attr
 
 if TYPE_CHECKING:
     from onnxprune.analysis.channel_pass import ChannelPass
