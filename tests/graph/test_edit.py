@@ -83,3 +83,20 @@ def test_replace_initializer_keeps_its_dtype_and_cleanup_drops_dead_nodes():
     assert stored.data_type == TensorProto.FLOAT and list(stored.dims) == [2, 1]
     assert numpy_helper.to_array(stored).tolist() == [[3.0], [3.0]]
     assert shape not in {t.name for t in out.graph.initializer}
+
+
+def test_external_data_models_are_rewritten_self_contained(tmp_path):
+    from onnxprune.analysis import analyze
+    from onnxprune.model_io import load_model
+    from onnxprune.rewrite.apply import apply_plan
+    from onnxprune.verify.oracle import compare
+    from onnxprune.verify.random_plans import random_plan
+    model = conv_chain()
+    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="m.data", size_threshold=0)
+    loaded = load_model(tmp_path / "m.onnx")
+    an = analyze(loaded)
+    plan = random_plan(an, 0.5, 5)
+    pruned = apply_plan(an, plan)
+    assert not any(t.data_location == TensorProto.EXTERNAL for t in pruned.graph.initializer)
+    assert compare(loaded, pruned, plan).ok
