@@ -1,12 +1,13 @@
 """The one graph-edit layer: every change to a model (the rewrite, the oracle's masks, the coalition
-masks) goes through :class:`ModelEdit`.
+masks, the symbolic batch of ``runtime.with_dynamic_batch``) goes through :class:`ModelEdit`.
 
-Built on ``onnx_ir`` rather than onnx-graphsurgeon: graphsurgeon's import turns initializers that are
-also listed as graph inputs (IR < 4 exports, such as the face detectors in the test assets) into
-constants and drops them from the graph inputs, so the written model would no longer have the
-inputs it was given, and it keeps neither node doc strings nor ``metadata_props``. ``onnx_ir``
-round-trips names, opset imports, metadata, doc strings, value_info and initializer inputs
-unchanged, and lets nodes be addressed in their original order.
+Built on ``onnx_ir`` rather than onnx-graphsurgeon (onnx-graphsurgeon 0.6.1, checked): its import
+turns initializers that are also listed as graph inputs (IR < 4 style exports such as the face
+detectors in the test assets: 185 graph inputs became 1) into constants and drops them from the
+graph inputs, so the written model would no longer have the inputs it was given; and its export
+drops node doc strings, the model doc string and ``metadata_props``. ``onnx_ir`` round-trips names,
+opset imports, metadata, doc strings, value_info and initializer inputs unchanged, and keeps the
+node order, so nodes can be addressed by their original index.
 
 Nodes are addressed by their index in the original model (the index the analysis records use).
 The input model is never modified: :meth:`ModelEdit.to_proto` writes a new ``ModelProto``.
@@ -171,6 +172,12 @@ class ModelEdit:
     def to_proto(self) -> onnx.ModelProto:
         """The edited model; value_info is written only for tensors that had it or were given it."""
         proto = ir.serde.serialize_model(self.model)
+        # opset imports and model metadata exactly as the source wrote them (onnx_ir spells the
+        # default domain "" out and sorts metadata keys)
+        del proto.opset_import[:]
+        proto.opset_import.extend(self._source.opset_import)
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(self._source.metadata_props)
         keep = [vi for vi in proto.graph.value_info
                 if vi.name not in self.graph.initializers or vi.name in self._declared]
         del proto.graph.value_info[:]

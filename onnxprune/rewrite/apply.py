@@ -93,31 +93,9 @@ class _Rewriter:
         if u.kind == "conv_group":
             self.edit.set_attribute(u.node, "group", int(len(keep)))
         elif u.kind == "pad":
-            i, n, before, after = u.extra
-            c = self.a.layouts[u.tensor].channels
-            nb = int(np.sum(keep < before))
-            na = int(np.sum(keep >= c - after))
-            if opset < 11:
-                pads = list(attr(node, "pads"))
-                pads[i], pads[i + n] = nb, na
-                self.edit.set_attribute(u.node, "pads", pads)
-            else:
-                pads = self.a.view.constant(node.input[1]).copy()
-                pads[i], pads[i + n] = nb, na
-                self._set_input(u.node, 1, pads.astype(np.int64))
+            self._update_pad(u, node, keep)
         elif u.kind == "slice":
-            i, start, stop = u.extra
-            ns, ne = int(np.sum(keep < start)), int(np.sum(keep < stop))
-            if opset < 10:
-                starts, ends = list(attr(node, "starts")), list(attr(node, "ends"))
-                starts[i], ends[i] = ns, ne
-                self.edit.set_attribute(u.node, "starts", starts)
-                self.edit.set_attribute(u.node, "ends", ends)
-            else:
-                for k, v in ((1, ns), (2, ne)):
-                    arr = self.a.view.constant(node.input[k]).copy()
-                    arr[i] = v
-                    self._set_input(u.node, k, arr)
+            self._update_slice(u, node, keep)
         elif u.kind == "split":
             bounds = np.cumsum((0,) + tuple(u.extra))
             sizes = [int(np.sum((keep >= lo) & (keep < hi))) for lo, hi in zip(bounds[:-1], bounds[1:])]
@@ -138,6 +116,36 @@ class _Rewriter:
             self._set_input(u.node, 3, sizes)
         else:  # pragma: no cover - analysis emits only the kinds above
             raise PlanError(f"unknown update kind {u.kind}")
+
+    def _update_pad(self, u: Update, node: onnx.NodeProto, keep: np.ndarray) -> None:
+        """A channel Pad keeps the padding channels; only the kept data channels shrink."""
+        i, n, before, after = u.extra
+        c = self.a.layouts[u.tensor].channels
+        nb = int(np.sum(keep < before))
+        na = int(np.sum(keep >= c - after))
+        if self.a.view.opset < 11:
+            pads = list(attr(node, "pads"))
+            pads[i], pads[i + n] = nb, na
+            self.edit.set_attribute(u.node, "pads", pads)
+        else:
+            pads = self.a.view.constant(node.input[1]).copy()
+            pads[i], pads[i + n] = nb, na
+            self._set_input(u.node, 1, pads.astype(np.int64))
+
+    def _update_slice(self, u: Update, node: onnx.NodeProto, keep: np.ndarray) -> None:
+        """A channel Slice's bounds count the kept positions before them."""
+        i, start, stop = u.extra
+        ns, ne = int(np.sum(keep < start)), int(np.sum(keep < stop))
+        if self.a.view.opset < 10:
+            starts, ends = list(attr(node, "starts")), list(attr(node, "ends"))
+            starts[i], ends[i] = ns, ne
+            self.edit.set_attribute(u.node, "starts", starts)
+            self.edit.set_attribute(u.node, "ends", ends)
+        else:
+            for k, v in ((1, ns), (2, ne)):
+                arr = self.a.view.constant(node.input[k]).copy()
+                arr[i] = v
+                self._set_input(u.node, k, arr)
 
     # --- writing constants back -----------------------------------------------------------
     def write_constants(self) -> None:
