@@ -44,7 +44,7 @@ def test_sets(jpeg_limit: int | None = None):
 
 def macs_params(model) -> tuple[int, int]:
     """MACs per image and parameters of an ONNX model."""
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
     c = CostModel(analyze(model))
     return c.macs(), c.params()

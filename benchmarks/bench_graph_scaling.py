@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     from models.export import export_model
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.capture.session import CaptureSession, probes_for
     from onnxprune.scoring.coalitions import network_shapley
     from onnxprune.data import Preprocess, load_dataset

@@ -16,7 +16,7 @@ import onnx
 from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
                                 ratio_counts, repair, resolve_multiples)
 from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
-from onnxprune.analysis.groups import Analysis, analyze
+from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
 from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
 from onnxprune.log import get_logger

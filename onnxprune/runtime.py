@@ -77,37 +77,29 @@ def preferred_channel_multiple(target: str = "cpu", cpu_flags: set[str] | None =
 def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose first input and outputs have a symbolic batch dimension (value_info cleared).
     Graphs that bake the batch size into a Reshape still fail at run time; callers fall back."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {t.name for t in m.graph.initializer}
-    for vi in list(m.graph.input) + list(m.graph.output):
-        if vi.name in inits:
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims):
-            dims[0].Clear()
-            dims[0].dim_param = "batch"
-    del m.graph.value_info[:]
+    from onnxprune.graph.edit import ModelEdit
+    edit = ModelEdit(model)
+    edit.set_batch_dim("batch")
+    edit.forget_shapes()
     batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value if model.graph.input else 0
     if batch:   # Reshape targets that spell the batch size out copy it from the input instead
-        from onnx import numpy_helper
-        inits_by_name = {t.name: t for t in m.graph.initializer}
-        for node in m.graph.node:
-            if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits_by_name:
+        made: dict[str, object] = {}
+        for idx, node in enumerate(edit.nodes):
+            if node.op_type != "Reshape" or len(node.inputs) < 2 or node.inputs[1] is None:
                 continue
-            allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
-            target = numpy_helper.to_array(inits_by_name[node.input[1]]).copy()
-            if target.ndim == 1 and target.size and target[0] == batch:
-                if allowzero and -1 in target:
-                    continue
+            target = edit.initializer(node.inputs[1].name)
+            if target is None or target.ndim != 1 or not target.size or target[0] != batch:
+                continue
+            allowzero = "allowzero" in node.attributes and node.attributes["allowzero"].as_int()
+            if allowzero and -1 in target:
+                continue
+            name = node.inputs[1].name + "__dynbatch"
+            if name not in made:
+                target = target.copy()
                 target[0] = -1 if allowzero else 0
-                name = node.input[1] + "__dynbatch"
-                if name not in inits_by_name:
-                    t = numpy_helper.from_array(target, name)
-                    m.graph.initializer.append(t)
-                    inits_by_name[name] = t
-                node.input[1] = name
-    return m
+                made[name] = edit.constant(target, name)
+            edit.replace_input(idx, 1, made[name])
+    return edit.to_proto()
 
 
 def make_session(model: onnx.ModelProto | bytes | str, providers: list[str] | None = None,

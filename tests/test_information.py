@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from onnxprune.analysis.groups import analyze
+from onnxprune.analysis import analyze
 from onnxprune.capture.session import CaptureSession, probes_for
 from onnxprune.metrics.information import local_shapley_conv, local_shapley_dense
 from onnxprune.pipeline import PruneConfig, Pruner
@@ -114,28 +114,6 @@ def test_cli_data_of_wrong_shape(tmp_path, capsys):
                "--method", "infoconc", "--data", str(tmp_path / "d.npz")])
     err = capsys.readouterr().err
     assert rc == 2 and "d.npz" in err and not (tmp_path / "o.onnx").exists()
-
-
-def test_coalition_model_matches_the_oracle_masks():
-    """The coalition mask input and verify's masked model are the same masks."""
-    from onnxprune.scoring.coalitions import MASK_INPUT, coalition_model
-    from onnxprune.rewrite.plan import Plan
-    from onnxprune.runtime import make_session
-    from onnxprune.verify.oracle import masked_model
-    model = small_resnet()
-    a = analyze(model)
-    g = a.prunable[0]
-    rng = np.random.default_rng(3)
-    keep = np.sort(rng.choice(g.channels, g.channels // 2, replace=False))
-    plan = Plan.build(a, {g.id: keep})
-    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
-    mask = np.zeros((2, g.channels), np.float32)
-    mask[:, keep] = 1
-    name = model.graph.input[0].name
-    got = make_session(coalition_model(model, a, g.id)).run(None, {name: x, MASK_INPUT: mask})[0]
-    want = np.concatenate([make_session(masked_model(model, plan)).run(None, {name: x[i:i + 1]})[0]
-                           for i in range(2)])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_network_shapley_efficiency_and_prune(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from onnxprune.errors import DataError
-from onnxprune.metrics.core import (ChannelSummary, EntropyAccumulator, LayerMetrics, NHSICImportance,
+from onnxprune.metrics import (ChannelSummary, EntropyAccumulator, LayerMetrics, NHSICImportance,
                                ProjectedFeatures, RankAccumulator, center_gram,
                                information_concentration, linear_cka, linear_gram, nhsic_importance,
                                nhsic_matrix, normalize_across_layers, normalize_entropy, rbf_gram)

@@ -40,7 +40,7 @@ def test_prune_unfused_batchnorm(exported, name, exporter):
 
 def test_resnet_groups_merge_through_option_a_pad(exported):
     """The residual width of a CIFAR ResNet is one group across all three stages."""
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     a = analyze(load_model(exported("resnet20", "legacy", "folded")))
     widest = max(a.groups, key=lambda g: len(g.producers))
     assert widest.channels == 64 and len(widest.producers) == 1 + 9 and widest.prunable
@@ -48,7 +48,7 @@ def test_resnet_groups_merge_through_option_a_pad(exported):
 
 
 def test_resnext_grouped_conv_keeps_equal_blocks(exported):
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     a = analyze(load_model(exported("resnext_small", "legacy", "folded")))
     assert any(g.equal_blocks == 8 for g in a.prunable)
     result = prune(load_model(exported("resnext_small", "legacy", "folded")),

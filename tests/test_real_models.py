@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.analysis.groups import analyze
+from onnxprune.analysis import analyze
 from onnxprune.model_io import load_model
 from onnxprune.pipeline import PruneConfig, prune
 

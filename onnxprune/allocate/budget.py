@@ -12,7 +12,7 @@ from onnxprune.allocate.repair import resolve_multiples
 
 if TYPE_CHECKING:   # the analysis imports onnx; this module stays NumPy-only
     from onnxprune.analysis.cost import CostModel
-    from onnxprune.analysis.groups import Analysis
+    from onnxprune.analysis import Analysis
 
 __all__ = ["budget_problem", "ratio_counts", "group_multiples"]
 

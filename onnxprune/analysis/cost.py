@@ -15,25 +15,11 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis.edges import kept_positions, segments_of
+from onnxprune.analysis.records import Analysis
 from onnxprune.errors import AnalysisError
 
-__all__ = ["CostModel", "kept_positions", "format_macs", "format_count"]
-
-
-def kept_positions(analysis: Analysis, tensor: str, kept: Mapping[int, np.ndarray]) -> np.ndarray:
-    """Channel positions of ``tensor`` that survive when group g keeps ``kept[g]`` (sorted)."""
-    lay = analysis.layouts[tensor]
-    out, pos = [], 0
-    for s in lay.segments:
-        if s.group is not None and s.group in kept:
-            k = kept[s.group]
-            sel = k[(k >= s.start) & (k < s.start + s.length)] - s.start
-            out.append(sel + pos)
-        else:
-            out.append(np.arange(pos, pos + s.length))
-        pos += s.length
-    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+__all__ = ["CostModel", "format_macs", "format_count"]
 
 
 @dataclass
@@ -92,7 +78,7 @@ class CostModel:
         if tensor is None:
             return [(float(fixed), ())]
         parts: dict[tuple[int, ...], float] = defaultdict(float)
-        for s in self.analysis.layouts[tensor].segments:
+        for s in segments_of(self.analysis.layouts[tensor]):
             key = (s.group,) if s.group in prunable else ()
             parts[key] += s.length
         return [(c, k) for k, c in parts.items()]

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import onnx
 
-from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis import Analysis, group_edges
 from onnxprune.errors import DataError
 from onnxprune.runtime import AnyBatchSession, available_providers
 
@@ -39,17 +39,8 @@ class Probe:
 
 def probes_for(analysis: Analysis, groups: Iterable[int]) -> list[Probe]:
     """Every consumer edge of the given groups, one probe per (edge, segment)."""
-    wanted = set(groups)
-    probes = []
-    for e in analysis.edges:
-        lay = analysis.layouts[e.tensor]
-        pos = 0
-        for s in lay.segments:
-            if s.group in wanted:
-                probes.append(Probe(s.group, e.tensor, lay.axis, lay.block, pos, s.length, s.start,
-                                    e.node, e.input_index))
-            pos += s.length
-    return probes
+    return [Probe(s.group, e.tensor, lay.axis, lay.block, s.offset, s.length, s.group_offset, e.node, e.input_index)
+            for e, lay, segs in group_edges(analysis, groups=set(groups)) for s in segs]
 
 
 def batch_size_for(analysis: Analysis, tensors: Iterable[str], memory_mb: float, cap: int = 256) -> int:

@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from onnxprune.analysis.cost import CostModel
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.tools.report import analysis_json, analysis_table
     model = load_input_model(args.model, args)
     analysis = analyze(model)

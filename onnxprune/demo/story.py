@@ -137,7 +137,7 @@ def _measure_latency(models, batch: int) -> dict:
 
 def _summary(models, test_npz, pre, latency: dict) -> int:
     """Accuracy, MACs and params of every model, with the latencies measured by the bench."""
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel, format_count
     from onnxprune.tools.evaluate import top1_accuracy
     from onnxprune.model_io import load_model

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis import Analysis
 from onnxprune.capture.session import Probe
 from onnxprune.graph.view import attr
-from onnxprune.metrics.core import (EntropyAccumulator, ProjectedFeatures, RankAccumulator, information_concentration,
-                      nhsic_importance, normalize_across_layers, normalize_entropy)
+from onnxprune.metrics.concentration import information_concentration, normalize_across_layers, normalize_entropy
+from onnxprune.metrics.hsic import ProjectedFeatures, nhsic_importance
+from onnxprune.metrics.rank_entropy import EntropyAccumulator, RankAccumulator
 
 __all__ = ["GroupMetrics", "InformationStats", "local_shapley_conv", "local_shapley_dense"]
 

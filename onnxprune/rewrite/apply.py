@@ -11,11 +11,10 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from onnxprune.analysis.groups import Analysis, ParamSlice, Update
-from onnxprune.analysis.cost import kept_positions
+from onnxprune.analysis import Analysis, ParamSlice, Update, kept_positions
 from onnxprune.errors import PlanError
+from onnxprune.graph.edit import ModelEdit
 from onnxprune.graph.view import attr
 from onnxprune.rewrite.plan import Plan
 
@@ -41,13 +40,15 @@ def _grouped_weight(w: np.ndarray, out_keep: np.ndarray, in_keep: np.ndarray,
     return np.stack(rows)
 
 
+_DEAD_WHEN_UNUSED = {"Constant", "ConstantOfShape", "Concat", "Reshape", "Cast", "Transpose", "Slice",
+                     "Unsqueeze", "Squeeze", "Gather", "Shape", "Identity"}
+
+
 class _Rewriter:
     def __init__(self, analysis: Analysis, plan: Plan) -> None:
         self.a = analysis
         self.kept = plan.kept()
-        self.model = onnx.ModelProto()
-        self.model.CopyFrom(analysis.view.model)
-        self.nodes = self.model.graph.node
+        self.edit = ModelEdit(analysis.view.model, analysis.view)
         self.new_values: dict[tuple[int, int], np.ndarray] = {}
         self._keep_cache: dict[str, np.ndarray] = {}
 
@@ -80,63 +81,30 @@ class _Rewriter:
             self.new_values[(node, k)] = np.ascontiguousarray(value)
 
     # --- attributes and shape constants ---------------------------------------------------
-    def _set_attr(self, node: onnx.NodeProto, name: str, value) -> None:
-        for a in node.attribute:
-            if a.name == name:
-                node.attribute.remove(a)
-                break
-        node.attribute.append(onnx.helper.make_attribute(name, value))
-
     def _set_input(self, idx: int, k: int, value: np.ndarray) -> None:
         self.new_values[(idx, k)] = value
 
     def apply_update(self, u: Update) -> None:
         if not self.touched(u.tensor):
             return
-        node = self.nodes[u.node]
+        node = self.a.view.nodes[u.node]      # the original node: read its attributes and inputs
         keep = self.keep(u.tensor)
         opset = self.a.view.opset
         if u.kind == "conv_group":
-            self._set_attr(node, "group", int(len(keep)))
+            self.edit.set_attribute(u.node, "group", int(len(keep)))
         elif u.kind == "pad":
-            i, n, before, after = u.extra
-            c = self.a.layouts[u.tensor].channels
-            nb = int(np.sum(keep < before))
-            na = int(np.sum(keep >= c - after))
-            if opset < 11:
-                pads = list(attr(node, "pads"))
-                pads[i], pads[i + n] = nb, na
-                self._set_attr(node, "pads", pads)
-            else:
-                pads = self.a.view.constant(node.input[1]).copy()
-                pads[i], pads[i + n] = nb, na
-                self._set_input(u.node, 1, pads.astype(np.int64))
+            self._update_pad(u, node, keep)
         elif u.kind == "slice":
-            i, start, stop = u.extra
-            ns, ne = int(np.sum(keep < start)), int(np.sum(keep < stop))
-            if opset < 10:
-                starts, ends = list(attr(node, "starts")), list(attr(node, "ends"))
-                starts[i], ends[i] = ns, ne
-                self._set_attr(node, "starts", starts)
-                self._set_attr(node, "ends", ends)
-            else:
-                for k, v in ((1, ns), (2, ne)):
-                    arr = self.a.view.constant(node.input[k]).copy()
-                    arr[i] = v
-                    self._set_input(u.node, k, arr)
+            self._update_slice(u, node, keep)
         elif u.kind == "split":
             bounds = np.cumsum((0,) + tuple(u.extra))
             sizes = [int(np.sum((keep >= lo) & (keep < hi))) for lo, hi in zip(bounds[:-1], bounds[1:])]
             if min(sizes) == 0:
                 raise PlanError(f"the plan empties an output of Split {self.a.view.label(u.node)}")
             if opset < 13:
-                self._set_attr(node, "split", sizes)
+                self.edit.set_attribute(u.node, "split", sizes)
             else:
-                for a in list(node.attribute):
-                    if a.name == "num_outputs":
-                        node.attribute.remove(a)
-                if len(node.input) < 2:
-                    node.input.append("")
+                self.edit.remove_attribute(u.node, "num_outputs")
                 self._set_input(u.node, 1, np.array(sizes, np.int64))
         elif u.kind == "reshape":
             target = self.a.view.constant(node.input[1]).copy()
@@ -149,69 +117,66 @@ class _Rewriter:
         else:  # pragma: no cover - analysis emits only the kinds above
             raise PlanError(f"unknown update kind {u.kind}")
 
+    def _update_pad(self, u: Update, node: onnx.NodeProto, keep: np.ndarray) -> None:
+        """A channel Pad keeps the padding channels; only the kept data channels shrink."""
+        i, n, before, after = u.extra
+        c = self.a.layouts[u.tensor].channels
+        nb = int(np.sum(keep < before))
+        na = int(np.sum(keep >= c - after))
+        if self.a.view.opset < 11:
+            pads = list(attr(node, "pads"))
+            pads[i], pads[i + n] = nb, na
+            self.edit.set_attribute(u.node, "pads", pads)
+        else:
+            pads = self.a.view.constant(node.input[1]).copy()
+            pads[i], pads[i + n] = nb, na
+            self._set_input(u.node, 1, pads.astype(np.int64))
+
+    def _update_slice(self, u: Update, node: onnx.NodeProto, keep: np.ndarray) -> None:
+        """A channel Slice's bounds count the kept positions before them."""
+        i, start, stop = u.extra
+        ns, ne = int(np.sum(keep < start)), int(np.sum(keep < stop))
+        if self.a.view.opset < 10:
+            starts, ends = list(attr(node, "starts")), list(attr(node, "ends"))
+            starts[i], ends[i] = ns, ne
+            self.edit.set_attribute(u.node, "starts", starts)
+            self.edit.set_attribute(u.node, "ends", ends)
+        else:
+            for k, v in ((1, ns), (2, ne)):
+                arr = self.a.view.constant(node.input[k]).copy()
+                arr[i] = v
+                self._set_input(u.node, k, arr)
+
     # --- writing constants back -----------------------------------------------------------
     def write_constants(self) -> None:
-        g = self.model.graph
-        inits = {t.name: t for t in g.initializer}
-        users: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for i, node in enumerate(self.nodes):
-            for k, name in enumerate(node.input):
-                if name:
-                    users[name].append((i, k))
+        """Write the new constant inputs: in place when every reader of an initializer gets the same
+        new value, else as new initializers, one per distinct value."""
+        v = self.a.view
         by_name: dict[str, dict[tuple[int, int], np.ndarray]] = defaultdict(dict)
-        for (i, k), v in self.new_values.items():
-            name = self.nodes[i].input[k]
-            by_name[name or f"__empty_{i}_{k}"][(i, k)] = v
-        taken = set(inits) | {o for n in self.nodes for o in n.output} | {x.name for x in g.input}
+        for (i, k), value in self.new_values.items():
+            name = v.nodes[i].input[k] if k < len(v.nodes[i].input) else ""
+            by_name[name or f"__empty_{i}_{k}"][(i, k)] = value
         for name, values in by_name.items():
-            all_users = users.get(name, [])
             distinct: list[np.ndarray] = []
-            for v in values.values():
-                if not any(d.shape == v.shape and d.dtype == v.dtype and np.array_equal(d, v) for d in distinct):
-                    distinct.append(v)
-            in_place = (name in inits and len(distinct) == 1 and set(all_users) == set(values)
-                        and name not in {o.name for o in g.output})
+            for value in values.values():
+                if not any(d.shape == value.shape and d.dtype == value.dtype and np.array_equal(d, value)
+                           for d in distinct):
+                    distinct.append(value)
+            in_place = (name in v.initializers and len(distinct) == 1
+                        and set(v.consumers.get(name, [])) == set(values) and name not in v.graph_outputs)
             if in_place:
-                inits[name].CopyFrom(numpy_helper.from_array(distinct[0].astype(
-                    numpy_helper.to_array(inits[name]).dtype, copy=False), name))
+                self.edit.replace_initializer(name, distinct[0])
                 continue
             base = name if not name.startswith("__empty_") else "split"
             for n, d in enumerate(distinct):
-                new = f"{base}_pruned" if n == 0 else f"{base}_pruned{n}"
-                while new in taken:
-                    new += "_"
-                taken.add(new)
-                g.initializer.append(numpy_helper.from_array(d, new))
-                for (i, k), v in values.items():
-                    if v is d or (v.shape == d.shape and np.array_equal(v, d)):
-                        self.nodes[i].input[k] = new
+                new = self.edit.constant(d, f"{base}_pruned" if n == 0 else f"{base}_pruned{n}")
+                for (i, k), value in values.items():
+                    if value is d or (value.shape == d.shape and np.array_equal(value, d)):
+                        self.edit.replace_input(i, k, new)
 
     def cleanup(self) -> None:
         """Drop nodes and initializers nobody reads any more; keep graph inputs in sync."""
-        g = self.model.graph
-        outputs = {o.name for o in g.output}
-        while True:
-            used = {i for n in g.node for i in n.input} | outputs
-            dead = [n for n in g.node if n.output and not any(o in used for o in n.output)
-                    and n.op_type in ("Constant", "ConstantOfShape", "Concat", "Reshape", "Cast",
-                                      "Transpose", "Slice", "Unsqueeze", "Squeeze", "Gather", "Shape",
-                                      "Identity")]
-            if not dead:
-                break
-            for n in dead:
-                g.node.remove(n)
-        used = {i for n in g.node for i in n.input} | outputs
-        for t in [t for t in g.initializer if t.name not in used]:
-            g.initializer.remove(t)
-        if any(i.name in {t.name for t in self.a.view.model.graph.initializer} for i in g.input):
-            # IR < 4 style: initializers are also graph inputs; keep that and refresh the shapes
-            keep_inputs = [i for i in g.input if i.name not in self.a.view.initializers]
-            for i in list(g.input):
-                g.input.remove(i)
-            g.input.extend(keep_inputs)
-            for t in g.initializer:
-                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-        del g.value_info[:]
+        self.edit.cleanup(_DEAD_WHEN_UNUSED)
 
     def check_nonempty(self) -> None:
         """A tensor left with no channel (a producer whose whole span in its group is removed,
@@ -231,7 +196,7 @@ class _Rewriter:
             self.apply_update(u)
         self.write_constants()
         self.cleanup()
-        return self.model
+        return self.edit.to_proto()
 
 
 def apply_plan(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis import Analysis, group_edges
 from onnxprune.errors import PlanError
 
 __all__ = ["GroupPlan", "Plan", "edge_records", "file_sha256", "PLAN_FORMAT"]
@@ -30,19 +30,10 @@ def file_sha256(path: str | Path) -> str:
 
 def edge_records(analysis: Analysis, group: int) -> list[dict]:
     """Every consumer edge that reads channels of ``group``, with the segments it reads."""
-    out = []
-    for e in analysis.edges:
-        lay = analysis.layouts[e.tensor]
-        segs, pos = [], 0
-        for s in lay.segments:
-            if s.group == group:
-                segs.append({"offset": pos, "length": s.length, "group_offset": s.start})
-            pos += s.length
-        if segs:
-            out.append({"tensor": e.tensor, "node": analysis.view.label(e.node), "node_index": e.node,
-                        "input_index": e.input_index, "axis": lay.axis, "block": lay.block,
-                        "channels": lay.channels, "segments": segs})
-    return out
+    return [{"tensor": e.tensor, "node": analysis.view.label(e.node), "node_index": e.node,
+             "input_index": e.input_index, "axis": lay.axis, "block": lay.block, "channels": lay.channels,
+             "segments": [{"offset": s.offset, "length": s.length, "group_offset": s.group_offset} for s in segs]}
+            for e, lay, segs in group_edges(analysis, group)]
 
 
 @dataclass

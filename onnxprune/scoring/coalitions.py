@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
-from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis import Analysis
+from onnxprune.analysis.edges import group_edges
+from onnxprune.graph.edit import ModelEdit, splice_mul
 from onnxprune.runtime import make_session, with_dynamic_batch
 from onnxprune.scoring.shapley import ShapleyEstimate, permutation_shapley
 
@@ -22,45 +23,29 @@ MASK_INPUT = "__onnxprune_coalition"
 
 def coalition_model(model: onnx.ModelProto, analysis: Analysis, group: int) -> onnx.ModelProto:
     """``model`` with input ``__onnxprune_coalition`` [B, C] masking ``group`` at its consumers."""
-    m = with_dynamic_batch(model)
-    g = m.graph
+    edit = ModelEdit(with_dynamic_batch(model), analysis.view)
     c = analysis.groups[group].channels
-    g.input.append(helper.make_tensor_value_info(MASK_INPUT, onnx.TensorProto.FLOAT, ["batch", c]))
-    nodes = list(g.node)
-    extra: dict[int, list[onnx.NodeProto]] = {}
-    n = 0
-    for e in analysis.edges:
-        lay = analysis.layouts[e.tensor]
-        segs = [(pos, s) for pos, s in zip(np.cumsum([0] + [s.length for s in lay.segments]), lay.segments)
-                if s.group == group]
-        if not segs:
-            continue
+    mask = edit.add_input(MASK_INPUT, onnx.TensorProto.FLOAT, ["batch", c])
+    for e, lay, segments in group_edges(analysis, group):
         index = np.zeros(lay.channels, np.int64)
         covered = np.zeros(lay.channels, np.float32)      # 1 where the channel belongs to the group
-        for pos, s in segs:
-            index[pos:pos + s.length] = np.arange(s.start, s.start + s.length)
-            covered[pos:pos + s.length] = 1
+        for s in segments:
+            index[s.offset:s.offset + s.length] = np.arange(s.group_offset, s.group_offset + s.length)
+            covered[s.offset:s.offset + s.length] = 1
         index, covered = np.repeat(index, lay.block), np.repeat(covered, lay.block)
         rank = len(analysis.view.shape(e.tensor))
         shape = [0] + [1] * (lay.axis - 1) + [len(index)] + [1] * (rank - 1 - lay.axis)
-        names = [f"__cm_{k}{n}" for k in ("idx", "g", "s", "r", "out", "cov", "inv", "m", "f")]
-        g.initializer.extend([numpy_helper.from_array(index, names[0]),
-                              numpy_helper.from_array(np.array(shape, np.int64), names[2]),
-                              numpy_helper.from_array(covered, names[5]),
-                              numpy_helper.from_array(1 - covered, names[6])])
-        extra.setdefault(e.node, []).extend([     # mask·covered + (1 − covered): other channels pass
-            helper.make_node("Gather", [MASK_INPUT, names[0]], [names[1]], axis=1),
-            helper.make_node("Mul", [names[1], names[5]], [names[7]]),
-            helper.make_node("Add", [names[7], names[6]], [names[8]]),
-            helper.make_node("Reshape", [names[8], names[2]], [names[3]]),
-            helper.make_node("Mul", [e.tensor, names[3]], [names[4]])])
-        nodes[e.node].input[e.input_index] = names[4]
-        n += 1
-    del g.node[:]
-    for i, node in enumerate(nodes):
-        g.node.extend(extra.get(i, []))
-        g.node.append(node)
-    return m
+        at = e.node           # mask·covered + (1 − covered): the other channels pass
+        picked = edit.node_before(at, "Gather", [mask, edit.constant(index, "__cm_idx")], "__cm_g",
+                                  onnx.TensorProto.FLOAT, axis=1)
+        on = edit.node_before(at, "Mul", [picked, edit.constant(covered, "__cm_cov")], "__cm_m",
+                              onnx.TensorProto.FLOAT)
+        full = edit.node_before(at, "Add", [on, edit.constant(1 - covered, "__cm_inv")], "__cm_f",
+                                onnx.TensorProto.FLOAT)
+        factor = edit.node_before(at, "Reshape", [full, edit.constant(np.array(shape, np.int64), "__cm_s")],
+                                  "__cm_r", onnx.TensorProto.FLOAT)
+        splice_mul(edit, at, e.input_index, factor, "__cm_out")
+    return edit.to_proto()
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

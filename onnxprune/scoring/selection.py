@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from onnxprune.analysis.groups import Analysis, Group
+from onnxprune.analysis import Analysis, Group
 from onnxprune.scoring.criteria import CRITERIA, random_scores
 
 __all__ = ["producer_filters", "group_scores", "select_kept", "select_all"]

@@ -5,7 +5,7 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from onnxprune.analysis.groups import Analysis
+from onnxprune.analysis import Analysis
 from onnxprune.analysis.cost import CostModel, format_count, format_macs
 
 __all__ = ["group_macs_share", "analysis_table", "analysis_json", "prune_summary", "verify_table"]

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-
 from onnxprune.errors import PlanError, VerificationError
+from onnxprune.graph.edit import ModelEdit, splice_mul
 from onnxprune.rewrite.plan import Plan
 from onnxprune.runtime import make_session, random_inputs
 
-__all__ = ["masked_model", "compare", "VerifyReport", "OutputDiff"]
+__all__ = ["masked_model", "compare", "output_diff", "VerifyReport", "OutputDiff", "RTOL", "ATOL"]
+
+# The one tolerance rule: an output passes when max|a−b| ≤ ATOL + RTOL·max|a| (fp32 precision;
+# fp16 models agree exactly, since masked channels add exact zeros).
+RTOL = 1e-5
+ATOL = 1e-6
 
 
 def _edge_masks(plan: Plan) -> dict[tuple[int, int, str], tuple[np.ndarray, int, int]]:
@@ -38,35 +42,19 @@ def _edge_masks(plan: Plan) -> dict[tuple[int, int, str], tuple[np.ndarray, int,
 
 
 def masked_model(original: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
-    """The original model with a 0/1 channel mask on every consumed edge of a pruned group."""
-    model = onnx.ModelProto()
-    model.CopyFrom(original)
-    g = model.graph
-    nodes = list(g.node)
-    ranks = {}
-    inferred = onnx.shape_inference.infer_shapes(original)
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
-    for t in original.graph.initializer:
-        ranks[t.name] = len(t.dims)
-    new_nodes: dict[int, list[onnx.NodeProto]] = {}
-    for n, ((idx, k, tensor), (mask, axis, block)) in enumerate(sorted(_edge_masks(plan).items())):
-        if idx >= len(nodes) or k >= len(nodes[idx].input) or nodes[idx].input[k] != tensor:
+    """The original model with a 0/1 channel mask (in the tensor's dtype) on every consumed edge of
+    a pruned group."""
+    edit = ModelEdit(original)
+    for (idx, k, tensor), (mask, axis, block) in sorted(_edge_masks(plan).items()):
+        node = edit.nodes[idx] if idx < len(edit.nodes) else None
+        if node is None or k >= len(node.inputs) or node.inputs[k] is None or node.inputs[k].name != tensor:
             raise PlanError(f"plan edge {tensor} → node #{idx} input {k} does not exist in this model")
-        rank = ranks.get(tensor)
+        rank = edit.rank(tensor)
         if rank is None:
             raise PlanError(f"rank of tensor '{tensor}' unknown; cannot place its mask")
         shape = [mask.size * block] + [1] * (rank - 1 - axis)
-        full = np.repeat(mask, block).reshape(shape).astype(np.float32)
-        mname, oname = f"__onnxprune_mask{n}", f"__onnxprune_masked{n}"
-        g.initializer.append(numpy_helper.from_array(full, mname))
-        new_nodes.setdefault(idx, []).append(onnx.helper.make_node("Mul", [tensor, mname], [oname]))
-        nodes[idx].input[k] = oname
-    del g.node[:]
-    for i, node in enumerate(nodes):
-        g.node.extend(new_nodes.get(i, []))
-        g.node.append(node)
-    return model
+        splice_mul(edit, idx, k, np.repeat(mask, block).reshape(shape))
+    return edit.to_proto()
 
 
 def _dynamic_hint(model: onnx.ModelProto) -> str:
@@ -113,12 +101,23 @@ class VerifyReport:
         return all(o.ok for o in self.outputs)
 
 
+def output_diff(name: str, ref: np.ndarray, got: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> OutputDiff:
+    """How far ``got`` is from ``ref``, and whether it is within the tolerance rule."""
+    a64, b64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    if a64.shape != b64.shape:
+        return OutputDiff(name, float("inf"), float("inf"), 0.0, False)
+    err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
+    scale = float(np.max(np.abs(a64))) if a64.size else 0.0
+    rel = err / scale if scale > 0 else err
+    return OutputDiff(name, err, rel, scale, err <= atol + rtol * scale)
+
+
 def compare(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan,
-            feeds: dict[str, np.ndarray] | None = None, rtol: float = 1e-5, atol: float = 1e-6,
+            feeds: dict[str, np.ndarray] | None = None, rtol: float = RTOL, atol: float = ATOL,
             seed: int = 0) -> VerifyReport:
     """Run masked original and pruned model on the same inputs and compare every output.
 
-    An output passes when max|a−b| ≤ atol + rtol·max|a| (relative to the output's scale).
+    An output passes when max|a−b| ≤ atol + rtol·max|a| (see :func:`output_diff`).
     """
     masked = masked_model(original, plan)
     source = "given data" if feeds is not None else f"random normal inputs (seed {seed})"
@@ -128,14 +127,5 @@ def compare(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Plan,
     s_pruned = make_session(pruned)
     names = [o.name for o in s_pruned.get_outputs()]
     got = _run(s_pruned, feeds, "the pruned model", source, hint)
-    diffs = []
-    for name, a, b in zip(names, ref, got):
-        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a64.shape != b64.shape:
-            diffs.append(OutputDiff(name, float("inf"), float("inf"), 0.0, False))
-            continue
-        err = float(np.max(np.abs(a64 - b64))) if a64.size else 0.0
-        scale = float(np.max(np.abs(a64))) if a64.size else 0.0
-        rel = err / scale if scale > 0 else err
-        diffs.append(OutputDiff(name, err, rel, scale, err <= atol + rtol * scale))
+    diffs = [output_diff(name, a, b, rtol, atol) for name, a, b in zip(names, ref, got)]
     return VerifyReport(tuple(diffs), source)

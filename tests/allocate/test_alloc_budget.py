@@ -13,7 +13,7 @@ from onnx_builders import small_resnet
 def test_exact_cost_matches_expected_counts_on_option_a_resnet(exported):
     """The allocator's posynomial (expected counts) and the exact MACs of the selection agree on
     ResNet-20, whatever the scores favour, so the budget is met without a large repair."""
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
     from onnxprune.model_io import load_model
     a = analyze(load_model(exported("resnet20")))
@@ -35,7 +35,7 @@ def test_exact_cost_matches_expected_counts_on_option_a_resnet(exported):
 
 def test_budget_problem_multiples_int_and_per_group():
     from onnxprune.analysis.cost import CostModel
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     a = analyze(small_resnet())
     cost = CostModel(a)
     ids = [g.id for g in a.prunable]

@@ -80,7 +80,7 @@ class BenchModel:
         self.macs = self.params = None
         self.note = None
         try:
-            from onnxprune.analysis.groups import analyze
+            from onnxprune.analysis import analyze
             from onnxprune.analysis.cost import CostModel
             cost = CostModel(analyze(proto))
             self.macs, self.params = float(cost.macs()), float(cost.params())

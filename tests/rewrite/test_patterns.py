@@ -11,10 +11,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from onnxprune.analysis.groups import analyze
+from onnxprune.analysis import analyze
 from onnxprune.rewrite.apply import apply_plan
-from onnxprune.verify.random_plans import RTOL, prune_and_check, random_plan
-from onnxprune.verify.oracle import compare
+from onnxprune.verify.random_plans import prune_and_check, random_plan
 
 from onnx_builders import Net, conv_chain
 
@@ -947,49 +946,3 @@ def test_rewrite_keeps_names_opset_and_metadata():
     assert (pruned.producer_name, pruned.doc_string) == ("tests", "a tiny chain")
     assert [(p.key, p.value) for p in pruned.metadata_props] == [("author", "onnxprune")]
     assert const_input(pruned, "Conv_1", 1).shape == (4, 3, 3, 3)
-
-
-# ------------------------------------------------------------------------------------------
-# the oracle itself
-# ------------------------------------------------------------------------------------------
-def _corrupted(model, plan_seed=50):
-    an = analyze(model)
-    plan = random_plan(an, 0.5, plan_seed)
-    pruned = apply_plan(an, plan)
-    assert compare(model, pruned, plan, rtol=RTOL).ok
-    return an, plan, pruned
-
-
-def _replace(model, name, value):
-    t = next(t for t in model.graph.initializer if t.name == name)
-    t.CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
-
-
-def test_verify_detects_a_corrupted_weight():
-    model = conv_chain()
-    _, plan, pruned = _corrupted(model)
-    name = node_named(pruned, "Conv_2").input[1]
-    w = init(pruned, name).copy()
-    w[1, 2, 1, 1] += 0.05
-    _replace(pruned, name, w)
-    report = compare(model, pruned, plan, rtol=RTOL)
-    assert not report.ok and report.outputs[0].max_abs > 0
-
-
-def test_verify_detects_swapped_kept_channels():
-    model = conv_chain()
-    _, plan, pruned = _corrupted(model)
-    for node, k in (("Conv_1", 1), ("Conv_1", 2)):     # swap filters 0 and 1 of the producer only
-        name = node_named(pruned, node).input[k]
-        w = init(pruned, name).copy()
-        w[[0, 1]] = w[[1, 0]]
-        _replace(pruned, name, w)
-    assert not compare(model, pruned, plan, rtol=RTOL).ok
-
-
-def test_verify_detects_a_plan_that_does_not_match_the_rewrite():
-    model = conv_chain()
-    an, plan, pruned = _corrupted(model)
-    other = random_plan(an, 0.5, 51)
-    assert other.groups[0].kept != plan.groups[0].kept
-    assert not compare(model, pruned, other, rtol=RTOL).ok

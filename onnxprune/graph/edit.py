@@ -1,0 +1,201 @@
+"""The one graph-edit layer: every change to a model (the rewrite, the oracle's masks, the coalition
+masks, the symbolic batch of ``runtime.with_dynamic_batch``) goes through :class:`ModelEdit`.
+
+Built on ``onnx_ir`` rather than onnx-graphsurgeon (onnx-graphsurgeon 0.6.1, checked): its import
+turns initializers that are also listed as graph inputs (IR < 4 style exports such as the face
+detectors in the test assets: 185 graph inputs became 1) into constants and drops them from the
+graph inputs, so the written model would no longer have the inputs it was given; and its export
+drops node doc strings, the model doc string and ``metadata_props``. ``onnx_ir`` round-trips names,
+opset imports, metadata, doc strings, value_info and initializer inputs unchanged, and keeps the
+node order, so nodes can be addressed by their original index.
+
+Nodes are addressed by their index in the original model (the index the analysis records use).
+The input model is never modified: :meth:`ModelEdit.to_proto` writes a new ``ModelProto``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxprune.errors import PlanError
+
+__all__ = ["ModelEdit", "splice_mul"]
+
+
+class ModelEdit:
+    """An editable copy of ``model``; ``view`` (a GraphView of the same model) supplies dtypes and
+    ranks, else they come from onnx shape inference on first use."""
+
+    def __init__(self, model: onnx.ModelProto, view=None) -> None:
+        self._source = model
+        self.model = ir.serde.deserialize_model(model)
+        self.graph = self.model.graph
+        self.nodes: list[ir.Node] = list(self.graph)          # original order
+        self._view = view
+        self._types: dict[str, tuple[int, int | None]] | None = None
+        self._names = {v.name for n in self.nodes for v in (*n.inputs, *n.outputs) if v is not None}
+        self._names |= {v.name for v in self.graph.inputs} | set(self.graph.initializers)
+        self._initializer_inputs = any(v.is_initializer() for v in self.graph.inputs)
+        self._declared = {vi.name for vi in model.graph.value_info}     # value_info of the source
+
+    # --- types ----------------------------------------------------------------------------
+    def _type_map(self) -> dict[str, tuple[int, int | None]]:
+        if self._types is None:
+            if self._view is not None:
+                v = self._view
+                self._types = {n: (v.dtypes.get(n, 0), None if s is None else len(s)) for n, s in v.shapes.items()}
+            else:
+                g = onnx.shape_inference.infer_shapes(self._source).graph
+                self._types = {}
+                for vi in list(g.input) + list(g.value_info) + list(g.output):
+                    t = vi.type.tensor_type
+                    self._types[vi.name] = (t.elem_type, len(t.shape.dim) if t.HasField("shape") else None)
+                for t in g.initializer:
+                    self._types[t.name] = (t.data_type, len(t.dims))
+        return self._types
+
+    def dtype(self, tensor: str) -> int:
+        """The ONNX element type of ``tensor`` (FLOAT when unknown)."""
+        return self._type_map().get(tensor, (0, None))[0] or onnx.TensorProto.FLOAT
+
+    def rank(self, tensor: str) -> int | None:
+        return self._type_map().get(tensor, (0, None))[1]
+
+    # --- names and values -----------------------------------------------------------------
+    def fresh_name(self, base: str) -> str:
+        """``base``, or ``base`` with underscores appended, unused in the graph."""
+        name = base
+        while name in self._names:
+            name += "_"
+        self._names.add(name)
+        return name
+
+    def constant(self, array: np.ndarray, name: str) -> ir.Value:
+        """A new initializer holding ``array`` (its dtype kept), under a fresh name."""
+        value = ir.Value(name=self.fresh_name(name), const_value=ir.tensor(np.ascontiguousarray(array)))
+        self.graph.register_initializer(value)
+        return value
+
+    def add_input(self, name: str, elem_type: int, shape: list) -> ir.Value:
+        value = ir.Value(name=self.fresh_name(name), type=ir.TensorType(ir.DataType(elem_type)),
+                         shape=ir.Shape(shape))
+        self.graph.inputs.append(value)
+        return value
+
+    def node_before(self, index: int, op_type: str, inputs: list[ir.Value], name: str,
+                    elem_type: int | None = None, **attributes: Any) -> ir.Value:
+        """Insert ``op_type(inputs)`` right before node ``index``; its output is returned."""
+        node = ir.Node("", op_type, inputs, ir.convenience.convert_attributes(attributes), num_outputs=1)
+        out = node.outputs[0]
+        out.name = self.fresh_name(name)
+        if elem_type is not None:
+            out.type = ir.TensorType(ir.DataType(elem_type))
+        self.graph.insert_before(self.nodes[index], node)
+        return out
+
+    def input_value(self, index: int, k: int) -> ir.Value:
+        node = self.nodes[index]
+        if k >= len(node.inputs) or node.inputs[k] is None:
+            raise PlanError(f"node {node.name or node.op_type} has no input {k}")
+        return node.inputs[k]
+
+    # --- edits the rewrite needs ----------------------------------------------------------
+    def set_attribute(self, index: int, name: str, value: Any) -> None:
+        self.nodes[index].attributes[name] = ir.convenience.convert_attribute(name, value)
+
+    def remove_attribute(self, index: int, name: str) -> None:
+        self.nodes[index].attributes.pop(name, None)
+
+    def replace_input(self, index: int, k: int, value: ir.Value) -> None:
+        """Node ``index`` reads ``value`` at input ``k`` (the input list grows when needed)."""
+        node = self.nodes[index]
+        if k >= len(node.inputs):
+            node.resize_inputs(k + 1)
+        node.replace_input_with(k, value)
+
+    def replace_initializer(self, name: str, array: np.ndarray) -> None:
+        """Give initializer ``name`` a new value in its stored dtype."""
+        value = self.graph.initializers[name]
+        dtype = value.const_value.dtype.numpy()
+        value.const_value = ir.tensor(np.ascontiguousarray(array.astype(dtype, copy=False)), name=name)
+        if value.shape is not None:     # declared as a graph input or in value_info
+            value.shape = ir.Shape(array.shape)
+
+    def cleanup(self, dead_ops: set[str]) -> None:
+        """Drop nodes of ``dead_ops`` whose outputs nobody reads (repeatedly) and unused
+        initializers; forget the value_info of intermediate tensors and initializers (shape
+        inference writes it again); initializers that were graph inputs (IR < 4) stay graph
+        inputs, with their new shapes."""
+        while True:
+            dead = [n for n in self.graph if n.op_type in dead_ops and n.outputs
+                    and not any(o.uses() or o.is_graph_output() for o in n.outputs)]
+            if not dead:
+                break
+            self.graph.remove(dead, safe=True)
+        for name, v in list(self.graph.initializers.items()):
+            if not v.uses() and not v.is_graph_output():
+                self.graph.initializers.pop(name)
+        if self._initializer_inputs:
+            keep = [v for v in self.graph.inputs if not v.is_initializer() and v.name not in self._dropped_inputs()]
+            self.graph.inputs.clear()
+            self.graph.inputs.extend(keep + list(self.graph.initializers.values()))
+            for v in self.graph.initializers.values():
+                v.type, v.shape = ir.TensorType(v.const_value.dtype), ir.Shape(v.const_value.shape)
+        self.forget_shapes()
+
+    def forget_shapes(self) -> None:
+        """Drop the value_info of intermediate tensors (shape inference writes it again)."""
+        for n in self.graph:
+            for o in n.outputs:
+                if not o.is_graph_output():
+                    o.shape, o.type = None, None
+        self._declared = set()
+
+    def _dropped_inputs(self) -> set[str]:
+        """Inputs that were initializers of the source model and are no longer initializers."""
+        return {t.name for t in self._source.graph.initializer} - set(self.graph.initializers)
+
+    def set_batch_dim(self, param: str = "batch") -> None:
+        """Make axis 0 of every graph input (initializers aside) and output symbolic."""
+        for v in [v for v in self.graph.inputs if not v.is_initializer()] + list(self.graph.outputs):
+            if v.shape is not None and len(v.shape):
+                v.shape = ir.Shape([param, *list(v.shape)[1:]])
+
+    def initializer(self, name: str) -> np.ndarray | None:
+        """The value of initializer ``name``, or None."""
+        v = self.graph.initializers.get(name)
+        return None if v is None else v.const_value.numpy()
+
+    def to_proto(self) -> onnx.ModelProto:
+        """The edited model; value_info is written only for tensors that had it or were given it."""
+        proto = ir.serde.serialize_model(self.model)
+        # opset imports and model metadata exactly as the source wrote them (onnx_ir spells the
+        # default domain "" out and sorts metadata keys)
+        del proto.opset_import[:]
+        proto.opset_import.extend(self._source.opset_import)
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(self._source.metadata_props)
+        keep = [vi for vi in proto.graph.value_info
+                if vi.name not in self.graph.initializers or vi.name in self._declared]
+        del proto.graph.value_info[:]
+        proto.graph.value_info.extend(keep)
+        return proto
+
+
+def splice_mul(edit: ModelEdit, index: int, k: int, factor: np.ndarray | ir.Value, name: str = "__onnxprune_mask") -> ir.Value:
+    """Multiply input ``k`` of node ``index`` by ``factor`` (broadcast) before the node reads it.
+
+    An array factor becomes an initializer in the tensor's dtype; a value factor of another dtype is
+    cast to it first. Returns the product the node now reads."""
+    tensor = edit.input_value(index, k)
+    dtype = edit.dtype(tensor.name)
+    if isinstance(factor, np.ndarray):
+        factor = edit.constant(factor.astype(onnx.helper.tensor_dtype_to_np_dtype(dtype)), name)
+    elif factor.dtype is not None and factor.dtype != ir.DataType(dtype):
+        factor = edit.node_before(index, "Cast", [factor], name + "_cast", dtype, to=int(dtype))
+    product = edit.node_before(index, "Mul", [tensor, factor], name + "ed", dtype)
+    edit.replace_input(index, k, product)
+    return product
