@@ -2,7 +2,8 @@
 # Set-up and entry points. Usage:
 #   ./run.sh demo   # create .venv if needed, then train, prune, verify, fine-tune and benchmark a digits CNN
 #   ./run.sh demo --dataset cifar10   # the same story for the pretrained CIFAR-10 ResNet-56 (../shared/assets)
-#   ./run.sh test   # create .venv if needed, then run the test suite
+#   ./run.sh test   # create .venv if needed, then run the fast test set (a few minutes on 2 cores)
+#   ./run.sh test --all   # every test, including the `slow` combinations (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${ONNXPRUNE_VENV:-.venv}
@@ -26,6 +27,12 @@ setup() {
 
 case "${1:-}" in
   demo) setup; shift; step "running the demo (python -m onnxprune.demo $*)"; exec "$VENV/bin/python" -m onnxprune.demo "$@" ;;
-  test) setup; shift; step "running the tests"; exec "$VENV/bin/python" -m pytest -q "$@" ;;
-  *) echo "usage: ./run.sh demo|test [args...]" >&2; exit 2 ;;
+  test)
+    setup; shift
+    if [ "${1:-}" = "--all" ]; then
+      shift; step "running every test"; exec "$VENV/bin/python" -m pytest -q "$@"
+    fi
+    step "running the fast tests (./run.sh test --all adds the slow ones)"
+    exec "$VENV/bin/python" -m pytest -q -m "not slow" "$@" ;;
+  *) echo "usage: ./run.sh demo [--dataset digits|cifar10] | test [--all] [pytest args...]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,23 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS") or PROJECT_ROOT.parent / "shared" / "assets")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long combinations (every exporter/BN/model); `./run.sh test --all` runs them")
+    config.addinivalue_line("markers", "assets: needs the real models and data in ../shared/assets (skips without them)")
+    config.addinivalue_line("markers", "torch: needs PyTorch (the torch bridge, fine-tuning, model exports)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by what they use: the `assets` fixture or an ASSETS path -> assets; torch -> torch."""
+    for item in items:
+        module = getattr(item, "module", None)
+        names = set(getattr(item, "fixturenames", ()))
+        if "assets" in names or "ASSETS" in vars(module or object):
+            item.add_marker(pytest.mark.assets)
+        if "torch" in vars(module or object) or "exported" in names:
+            item.add_marker(pytest.mark.torch)
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     if not ASSETS.is_dir():

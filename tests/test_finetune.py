@@ -123,4 +123,4 @@ def test_ddp_two_processes_equal_one(tmp_path):
     a, b = onnx.load(tmp_path / "single.onnx"), onnx.load(tmp_path / "ddp.onnx")
     for ta, tb in zip(a.graph.initializer, b.graph.initializer):
         np.testing.assert_allclose(onnx.numpy_helper.to_array(ta), onnx.numpy_helper.to_array(tb),
-                                   rtol=1e-4, atol=1e-5)
+                                   rtol=1e-5, atol=1e-6)

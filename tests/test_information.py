@@ -30,7 +30,7 @@ def test_local_shapley_conv_matches_brute_force(stride, pad, dil, groups):
         contributions.append(y.numpy().ravel())
     expected = quadratic_game_shapley(reconstruction_gram(np.stack(contributions)))
     got = local_shapley_conv(x, w, (stride, stride), (pad,) * 4, (dil, dil), groups)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert np.isclose(got.sum(), np.sum(np.stack(contributions).sum(0) ** 2), rtol=1e-4)  # efficiency
 
 
@@ -40,7 +40,7 @@ def test_local_shapley_dense_blocks():
     w = rng.standard_normal((12, 3)).astype(np.float32)
     contributions = np.stack([(x[:, 2 * c:2 * c + 2] @ w[2 * c:2 * c + 2]).ravel() for c in range(6)])
     expected = quadratic_game_shapley(reconstruction_gram(contributions))
-    np.testing.assert_allclose(local_shapley_dense(x, w, block=2), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(local_shapley_dense(x, w, block=2), expected, rtol=1e-5, atol=1e-5)
 
 
 def _bn_free_resnet():
@@ -66,7 +66,7 @@ def test_capture_equals_reference_evaluator():
     got = CaptureSession(model, tensors, "cpu").run(x)
     ref = ReferenceEvaluator(model).run(None, {model.graph.input[0].name: x}, intermediate=True)
     for t in tensors:
-        np.testing.assert_allclose(got[t], ref[t], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[t], ref[t], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["infoconc", "itpruner", "uniform-hrank"])

@@ -11,8 +11,8 @@ from models import MODELS  # noqa: E402
 from onnxprune.model_io import load_model  # noqa: E402
 from onnxprune.pipeline import PruneConfig, prune  # noqa: E402
 
-SLOW = os.environ.get("ONNXPRUNE_SLOW_TESTS") == "1"
-NAMES = [n for n in MODELS if n not in ("resnet50", "resnet32", "resnet44") or SLOW]
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in ("resnet50", "resnet32", "resnet44") else n
+         for n in MODELS]
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])

@@ -2,7 +2,7 @@
 
 Every registered model is exported with both exporters and both BN modes and run
 with onnxruntime (CPU); outputs must match PyTorch.  ResNet-50 is exported only
-once (legacy, folded BN) unless ``ONNXPRUNE_SLOW_TESTS=1``.
+once (legacy, folded BN) unless the ``slow`` marker is selected (``./run.sh test --all``).
 
 Assets (pretrained CIFAR ResNets, CIFAR-10 test images) are read from
 ``<project>/../shared/assets`` or ``$ONNXPRUNE_ASSETS``; tests that need them skip
@@ -30,7 +30,6 @@ from models import MODELS  # noqa: E402
 from models.cifar_resnet import PretrainedLoadError, load_pretrained, resnet20, resnet32  # noqa: E402
 from models.export import ExportError, build_seeded_model, example_input, export_model, main  # noqa: E402
 
-SLOW = os.environ.get("ONNXPRUNE_SLOW_TESTS", "") not in ("", "0")
 ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS") or PROJECT_ROOT.parent / "shared" / "assets")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -45,10 +44,7 @@ def _cases():
             for bn in ("folded", "unfused"):
                 marks = []
                 if name == "resnet50" and (exporter, bn) != ("legacy", "folded"):
-                    marks.append(
-                        pytest.mark.skipif(not SLOW, reason="ResNet-50 is exported once (legacy, folded); "
-                                           "set ONNXPRUNE_SLOW_TESTS=1 for all combinations")
-                    )
+                    marks.append(pytest.mark.slow)   # ResNet-50 is exported once in the fast set
                 yield pytest.param(name, exporter, bn, id=f"{name}-{exporter}-{bn}", marks=marks)
 
 
@@ -183,7 +179,11 @@ def test_export_matches_torch(name, exporter, bn, tmp_path):
     y = _run_ort(out_path, x)
     assert y.shape == ref.shape
     scale = max(1.0, float(np.abs(ref).max()))
-    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * scale)
+    # fp32 rounding only: 1e-5 of the output scale, except that folding BN into the conv weights
+    # rounds every layer differently from torch's conv-then-BN; over ResNet-50's 53 convs that
+    # reaches 4e-5 of the scale (measured), so folded exports get 1e-4.
+    atol = (1e-4 if bn == "folded" else 1e-5) * scale
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=atol)
 
 
 def test_export_batch_and_opset(tmp_path):
@@ -196,7 +196,7 @@ def test_export_batch_and_opset(tmp_path):
     x = example_input("resnet20", batch=3, seed=0)
     with torch.no_grad():
         ref = model(x).numpy()
-    np.testing.assert_allclose(_run_ort(p, x.numpy()), ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_run_ort(p, x.numpy()), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_export_rejects_bad_arguments(tmp_path):

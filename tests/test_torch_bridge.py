@@ -3,7 +3,7 @@
 Tolerance everywhere (fp32): max|a - b| <= 1e-5 * max|b| + 1e-6 (b = onnxruntime).
 The model zoo runs every model except resnet50/resnet32/resnet44 with BN folded and both
 exporters, plus BN unfused (both exporters) for resnet20/mobilenetv2/senet_small; set
-ONNXPRUNE_SLOW_TESTS=1 for every model and every combination.
+the ``slow`` marker (``./run.sh test --all``) for every model and every combination.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from onnxprune.runtime import make_session, with_dynamic_batch  # noqa: E402
 from onnxprune.torch_bridge import (SUPPORTED_OPS, OnnxBatchNorm, OnnxModule,  # noqa: E402
                                     fold_batchnorm, reinsert_batchnorm, to_onnx)
 
-SLOW = os.environ.get("ONNXPRUNE_SLOW_TESTS", "") not in ("", "0")
 RTOL, ATOL = 1e-5, 1e-6
 DETECTORS = ["face-detector-version-RFB-320.onnx", "face-detector-version-slim-320.onnx"]
 
@@ -409,10 +408,16 @@ def test_import_onnxprune_does_not_import_torch():
 # model zoo, face detectors, a pruned model: eval match, a training step, export round trip
 # ======================================================================================
 
-ZOO_NAMES = [n for n in MODELS if n not in ("resnet50", "resnet32", "resnet44") or SLOW]
-UNFUSED = list(MODELS) if SLOW else ["resnet20", "mobilenetv2", "senet_small"]
-ZOO = ([(n, e, "folded") for n in ZOO_NAMES for e in ("legacy", "dynamo")]
-       + [(n, e, "unfused") for n in UNFUSED if n in ZOO_NAMES for e in ("legacy", "dynamo")])
+FAST_NAMES = [n for n in MODELS if n not in ("resnet50", "resnet32", "resnet44")]
+FAST_UNFUSED = ["resnet20", "mobilenetv2", "senet_small"]
+
+
+def _zoo_case(name, exporter, bn):
+    fast = name in FAST_NAMES and (bn == "folded" or name in FAST_UNFUSED)
+    return pytest.param(name, exporter, bn, id=f"{name}-{exporter}-{bn}", marks=() if fast else pytest.mark.slow)
+
+
+ZOO = [_zoo_case(n, e, bn) for bn in ("folded", "unfused") for n in MODELS for e in ("legacy", "dynamo")]
 
 
 def _loss(outputs, labels_seed=0):
@@ -535,7 +540,7 @@ def exercise(model: onnx.ModelProto, tmp_path, train_batch=4, steps=2, fp32_limi
     return module
 
 
-@pytest.mark.parametrize("name,exporter,bn", ZOO, ids=["-".join(c) for c in ZOO])
+@pytest.mark.parametrize("name,exporter,bn", ZOO)
 def test_model_zoo(exported, tmp_path, name, exporter, bn):
     model = load_model(exported(name, exporter, bn))
     module = exercise(model, tmp_path, fp32_limit=(name == "resnet50"))
