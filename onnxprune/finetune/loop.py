@@ -212,7 +212,8 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
     unlabelled data then needs no labels at all. ``val`` is ``(images, labels or None)``. Messages
     go to the ``onnxprune`` logger (``log``, a deprecated callback, receives them too). Returns a
     summary: ``history`` (one record per epoch), ``best`` (``epoch``, ``metric``, ``value``, and
-    ``acc`` = the maximised score), ``before`` (measures before training), ``world_size``.
+    ``acc`` = the maximised score), ``before`` (measures before training), ``world_size``,
+    ``kd_weight`` (α used), ``uses_labels`` and ``selection`` (how the exported epoch was chosen).
     Nothing is written to ``out_path`` until an epoch has finished; every write is atomic.
     """
     import torch
@@ -261,7 +262,21 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
         raise FinetuneError("no epoch was run (already complete?); nothing exported")
     if run.rank == 0 and history:
         emit(f"  exported epoch {best['epoch']} to {out_path} ({SELECTION_TEXT[run.objective.selection]})")
-    return {"history": history, "best": best, "before": before, "world_size": run.world}
+        _warn_if_worse(before, best)
+    return {"history": history, "best": best, "before": before, "world_size": run.world,
+            "kd_weight": run.objective.kd_weight, "uses_labels": run.objective.use_labels,
+            "selection": run.objective.selection}
+
+
+def _warn_if_worse(before: dict, best: dict) -> None:
+    """Say so when training made the selected measure worse than before training."""
+    metric = best.get("metric")
+    if metric not in before or "value" not in best:
+        return
+    worse = best["value"] < before[metric] if metric == "val_acc" else best["value"] > before[metric]
+    if worse:
+        log.warning("  the exported epoch is worse than the model before training (%s %.4g, before %.4g); "
+                    "try a lower learning rate or more data", metric, best["value"], before[metric])
 
 
 def _resume(run: _Run, ckpt: Path | None, emit):
