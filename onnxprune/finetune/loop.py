@@ -245,11 +245,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
         if val is not None:
             record.update(_measure(run, val, ref, targets))
         history.append(record)
-        score = _score(record, run.objective.selection)
-        improved = score > best["acc"]
-        if improved:
-            best = {"acc": score, "epoch": epoch + 1, "metric": run.objective.selection,
-                    "value": -score if run.objective.selection != "val_acc" else score}
+        best, improved = _select(best, record, run.objective.selection)
         if run.rank == 0:
             emit(_epoch_line(record, config.epochs))
             if ckpt is not None:
@@ -266,6 +262,15 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
     return {"history": history, "best": best, "before": before, "world_size": run.world,
             "kd_weight": run.objective.kd_weight, "uses_labels": run.objective.use_labels,
             "selection": run.objective.selection}
+
+
+def _select(best: dict, record: dict, selection: str) -> tuple[dict, bool]:
+    """The new best (and whether this epoch is it) after ``record``."""
+    score = _score(record, selection)
+    if score <= best["acc"]:
+        return best, False
+    value = score if selection == "val_acc" else -score
+    return {"acc": score, "epoch": record["epoch"], "metric": selection, "value": value}, True
 
 
 def _warn_if_worse(before: dict, best: dict) -> None:
