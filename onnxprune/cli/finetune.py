@@ -15,6 +15,7 @@ log = get_logger(__name__)
 EXAMPLES = """
   onnxprune finetune small.onnx --train train/ --val val/ -o tuned.onnx --epochs 10
   onnxprune finetune small.onnx --train train.tar.gz -o tuned.onnx --teacher model.onnx --kd-weight 0.5
+  onnxprune finetune small.onnx --train unlabelled.npy -o tuned.onnx --teacher model.onnx   # label-free
   torchrun --nproc_per_node 4 -m onnxprune.cli finetune small.onnx --train train/ -o tuned.onnx
 """
 
@@ -29,8 +30,10 @@ def register(sub) -> None:
     p.add_argument("model", help="the (pruned) ONNX model to train")
     add_output_arguments(p, help="fine-tuned model path")
     g = p.add_argument_group("data")
-    g.add_argument("--train", required=True, help="labelled training images (folder, .tar.gz, .npz, CIFAR batches)")
-    g.add_argument("--val", help="labelled validation images (the best epoch on these is exported)")
+    g.add_argument("--train", required=True, help="training images (folder, .tar.gz, .npy/.npz, CIFAR "
+                                                   "batches); unlabelled ones need --teacher")
+    g.add_argument("--val", help="validation images: the exported epoch is the best on these (accuracy "
+                                 "with labels, distance to the teacher without); default: lowest train loss")
     g.add_argument("--train-images", type=int, help="use a seeded subset of N training images (default: all)")
     g.add_argument("--val-images", type=int, help="use a seeded subset of N validation images (default: all)")
     g.add_argument("--train-split", help="sub-folder of --train to use")
@@ -38,8 +41,6 @@ def register(sub) -> None:
     _recipe_arguments(p)
     p.add_argument("--checkpoint", help="checkpoint path (default: OUT.ckpt)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and subsets")
     add_input_shape_argument(p)
     add_preprocess_arguments(p)
     add_verbosity_arguments(p)
@@ -47,19 +48,13 @@ def register(sub) -> None:
 
 
 def _recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The recipe's options, declared from the finetune package's table (defaults and help there)."""
+    from onnxprune.finetune.config import FINETUNE_OPTIONS
     g = p.add_argument_group("recipe")
-    g.add_argument("--epochs", type=int, default=10, help="training epochs")
-    g.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, cosine schedule)")
-    g.add_argument("--wd", dest="weight_decay", type=float, default=5e-4, help="weight decay")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the loss")
-    g.add_argument("--crop-padding", type=int, default=4, help="random-crop padding (0: no crop)")
-    g.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
-    g.add_argument("--max-steps", dest="max_steps_per_epoch", type=int,
-                   help="cap steps per epoch, for short runs (default: no cap)")
-    g.add_argument("--teacher", help="the unpruned ONNX model, for distillation")
-    g.add_argument("--kd-weight", type=float, default=0.0, help="distillation weight α (needs --teacher)")
-    g.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature")
+    for flag, kwargs in FINETUNE_OPTIONS.items():
+        g.add_argument(flag, **kwargs)
+    g.add_argument("--teacher", help="the unpruned ONNX model: distillation on every output; with a "
+                                     "teacher, --train and --val may be unlabelled")
 
 
 def _datasets(args: argparse.Namespace, model):
@@ -71,8 +66,9 @@ def _datasets(args: argparse.Namespace, model):
     if not args.val:
         return train, None
     val = data.load_dataset(args.val, pre, limit=args.val_images, seed=args.seed, split=args.val_split).arrays()
-    if val[1] is None:
-        raise OnnxPruneError(f"{args.val}: validation data has no labels")
+    if val[1] is None and not args.teacher:
+        raise OnnxPruneError(f"{args.val}: validation data has no labels; pass --teacher ORIGINAL.onnx "
+                             "to choose the epoch by the distance to it")
     return train, val
 
 
@@ -89,15 +85,17 @@ def run(args: argparse.Namespace) -> int:
     from onnxprune.finetune import FinetuneConfig, finetune
     from onnxprune.model_io import load_model
     out = _output_path(args)
-    if args.kd_weight and not args.teacher:
+    if args.kd_weight is not None and not args.teacher:
         raise OnnxPruneError("--kd-weight needs --teacher ORIGINAL.onnx")
     model = load_input_model(args.model, args)
     teacher = load_model(args.teacher) if args.teacher else None
     train, val = _datasets(args, model)
-    cfg = config_from_namespace(FinetuneConfig, args, kd_weight=args.kd_weight if teacher is not None else 0.0)
+    cfg = config_from_namespace(FinetuneConfig, args)
     log.info("onnxprune: fine-tuning %s on %d images from %s", args.model, len(train), args.train)
     summary = finetune(model, train, val, cfg, out, teacher=teacher,
                        checkpoint=args.checkpoint or f"{out}.ckpt", resume=args.resume)
     best = summary["best"]
-    print(f"wrote {out} (best epoch {best['epoch']}" + (f", val acc {100 * best['acc']:.2f}%)" if val else ")"))
+    value = best.get("value")
+    what = f", {best['metric']} {value:.4g}" if best.get("metric") and value is not None else ""
+    print(f"wrote {out} (exported epoch {best['epoch']}{what}; {summary.get('selection', '')})")
     return 0

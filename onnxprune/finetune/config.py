@@ -1,0 +1,100 @@
+"""The fine-tuning recipe's settings, and the command-line options that set them.
+
+:data:`FINETUNE_OPTIONS` maps each ``finetune`` command-line flag to its argparse keyword arguments
+(``dest`` is the :class:`FinetuneConfig` field, ``default`` and ``help`` come from here), so a CLI can
+declare them with ``parser.add_argument(flag, **kwargs)`` and build the config with
+:func:`config_from_namespace`.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+__all__ = ["FinetuneConfig", "FINETUNE_OPTIONS", "config_from_namespace", "add_finetune_arguments",
+           "DEFAULT_KD_WEIGHT_LABELLED", "DEFAULT_KD_WEIGHT_LABEL_FREE"]
+
+DEFAULT_KD_WEIGHT_LABELLED = 0.5     # with labels: loss = 0.5·CE + 0.5·distance to the teacher
+DEFAULT_KD_WEIGHT_LABEL_FREE = 1.0   # without labels the teacher is the only signal
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """SGD (momentum, Nesterov) with a linear warm-up then cosine learning rate, crop+flip, and
+    optional distillation from the unpruned model on every output."""
+    epochs: int = 10
+    batch_size: int = 128            # global batch (split across DDP ranks)
+    lr: float = 0.01                 # peak learning rate (after warm-up); 0.05 wrecks pretrained nets
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.0
+    crop_padding: int = 4            # random crop after zero padding; 0 disables
+    flip: bool = True
+    kd_temperature: float = 4.0
+    kd_weight: float | None = None   # α; None (or 0 with a teacher): 1.0 without labels, 0.5 with
+    kd_regression_loss: str = "mse"  # "mse" | "smooth_l1" for outputs that are not (N, C) class scores
+    teacher_backend: str = "auto"    # "auto" (onnxruntime on CPU, the bridge on CUDA) | "onnxruntime" | "torch"
+    seed: int = 0
+    max_steps_per_epoch: int | None = None   # for short runs
+    device: str = "auto"
+    reinsert_bn: bool = True         # BN-folded models: train with BatchNorm, fold it back at export
+
+    def __post_init__(self) -> None:
+        from onnxprune.finetune.errors import FinetuneError
+        if self.kd_regression_loss not in ("mse", "smooth_l1"):
+            raise FinetuneError(f"kd_regression_loss {self.kd_regression_loss!r}: use 'mse' or 'smooth_l1'")
+        if self.teacher_backend not in ("auto", "onnxruntime", "torch"):
+            raise FinetuneError(f"teacher_backend {self.teacher_backend!r}: use auto, onnxruntime or torch")
+        if self.kd_weight is not None and not 0.0 <= self.kd_weight <= 1.0:
+            raise FinetuneError(f"kd_weight {self.kd_weight}: must lie in [0, 1]")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise FinetuneError("epochs and batch size must be >= 1 and the learning rate > 0")
+
+
+def _opt(dest, type_, help_, **extra) -> dict:
+    default = {f.name: f.default for f in fields(FinetuneConfig)}[dest]
+    return dict(dest=dest, type=type_, default=default, help=help_, **extra)
+
+
+FINETUNE_OPTIONS: dict[str, dict] = {
+    "--epochs": _opt("epochs", int, "training epochs (default %(default)s)"),
+    "--batch-size": _opt("batch_size", int, "global batch size, split across DDP ranks (default %(default)s)"),
+    "--lr": _opt("lr", float, "peak learning rate after a linear warm-up, then cosine to 0 (default "
+                 "%(default)s; higher rates can wreck a pretrained model in the first epoch)"),
+    "--momentum": _opt("momentum", float, "SGD momentum, Nesterov when > 0 (default %(default)s)"),
+    "--wd": _opt("weight_decay", float, "weight decay on weights, not on biases/BN (default %(default)s)"),
+    "--warmup-epochs": _opt("warmup_epochs", float, "linear learning-rate warm-up, in epochs (default %(default)s)"),
+    "--label-smoothing": _opt("label_smoothing", float, "label smoothing of the cross-entropy (default %(default)s)"),
+    "--crop-padding": _opt("crop_padding", int, "random-crop zero padding in pixels, 0: no crop (default %(default)s)"),
+    "--no-flip": dict(dest="flip", action="store_false", default=True, help="no random horizontal flips"),
+    "--kd-weight": _opt("kd_weight", float, "distillation weight α in [0, 1] (needs --teacher): loss = "
+                        "(1-α)·cross-entropy + α·distance to the teacher; default 1.0 without labels, 0.5 "
+                        "with labels"),
+    "--kd-temperature": _opt("kd_temperature", float, "distillation temperature T for class-score "
+                             "outputs (default %(default)s)"),
+    "--kd-regression-loss": _opt("kd_regression_loss", str, "distance for outputs that are not (N, C) "
+                                 "class scores, normalised by the teacher output's variance (default "
+                                 "%(default)s)", choices=["mse", "smooth_l1"]),
+    "--teacher-backend": _opt("teacher_backend", str, "what runs the teacher: auto = onnxruntime on CPU, "
+                              "the torch bridge on CUDA (default %(default)s)",
+                              choices=["auto", "onnxruntime", "torch"]),
+    "--max-steps": _opt("max_steps_per_epoch", int, "cap the steps per epoch (short runs)"),
+    "--device": _opt("device", str, "auto | cpu | cuda | cuda:N (default %(default)s)"),
+    "--seed": _opt("seed", int, "seed of shuffling, augmentation and initialisation (default %(default)s)"),
+    "--no-reinsert-bn": dict(dest="reinsert_bn", action="store_false", default=True,
+                             help="train a BatchNorm-folded model as is (default: re-insert BatchNorm "
+                                  "for training and fold it back at export)"),
+}
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every :data:`FINETUNE_OPTIONS` flag on ``parser``."""
+    for flag, kwargs in FINETUNE_OPTIONS.items():
+        parser.add_argument(flag, **kwargs)
+
+
+def config_from_namespace(ns: argparse.Namespace, **overrides) -> FinetuneConfig:
+    """A :class:`FinetuneConfig` from parsed :data:`FINETUNE_OPTIONS` (missing ones keep defaults)."""
+    names = {f.name for f in fields(FinetuneConfig)}
+    values = {k: v for k, v in vars(ns).items() if k in names}
+    return FinetuneConfig(**{**values, **overrides})
