@@ -30,7 +30,7 @@ PRE_ARGS = ["--size", "240x320", "--no-scale", "--mean", "127,127,127", "--std",
 
 
 def preprocess():
-    from onnxprune.data.core import Preprocess
+    from onnxprune.data import Preprocess
     return Preprocess(size=(240, 320), mean=(127.0,) * 3, std=(128.0,) * 3, scale=False)
 
 
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "labelfree")
     args = ap.parse_args(argv)
     import onnx
-    from onnxprune.data.core import load_dataset
+    from onnxprune.data import load_dataset
     from onnxprune.finetune import FinetuneConfig, finetune
     from onnxprune.log import configure
     configure(0)

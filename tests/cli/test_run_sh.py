@@ -34,4 +34,7 @@ def test_setup_prints_its_steps_and_pip_progress(tmp_path):
     assert len(steps) >= 5 and any("1/3" in l for l in steps) and any("3/3" in l for l in steps), steps
     pip = (tmp_path / "venv" / "pip.log").read_text().splitlines()
     assert len(pip) == 2 and all(" -q" not in l and "--progress-bar on" in l for l in pip), pip
-    assert res.stdout.strip() == "python -m pytest -q -k x"
+    assert res.stdout.strip() == "python -m pytest -q -m not slow -k x"   # the fast set by default
+    every = subprocess.run(["bash", str(project / "run.sh"), "test", "--all", "-k", "x"], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert every.returncode == 0 and every.stdout.strip() == "python -m pytest -q -k x"

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from onnx_builders import Net  # noqa: E402
 
-from onnxprune.data.core import load_dataset  # noqa: E402
+from onnxprune.data import load_dataset  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
 from onnxprune.finetune import (FINETUNE_OPTIONS, FinetuneConfig, NoSupervisionError,  # noqa: E402
                                 NotAClassifierError, TeacherMismatchError, add_finetune_arguments,
