@@ -15,10 +15,11 @@ import onnx
 
 from onnxprune.analysis import Analysis, group_edges
 from onnxprune.errors import DataError
+from onnxprune.graph.edit import ModelEdit
 from onnxprune.log import get_logger, progress as progress_bar
 from onnxprune.runtime import AnyBatchSession, available_providers
 
-__all__ = ["Probe", "probes_for", "CaptureSession", "batch_size_for"]
+__all__ = ["Probe", "probes_for", "CaptureSession", "batch_size_for", "with_outputs"]
 
 log = get_logger(__name__)
 
@@ -53,6 +54,13 @@ def batch_size_for(analysis: Analysis, tensors: Iterable[str], memory_mb: float,
     if per_image == 0:
         return cap
     return int(max(1, min(cap, memory_mb * 2 ** 20 // per_image)))
+
+
+def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``tensors``."""
+    edit = ModelEdit(model)
+    edit.add_outputs(tensors)
+    return edit.to_proto()
 
 
 class CaptureSession:

@@ -99,6 +99,31 @@ class ModelEdit:
             self.graph.inputs.append(value)
         return value
 
+    def value(self, name: str) -> ir.Value:
+        """The tensor called ``name``: a graph input, an initializer or a node output."""
+        for v in self.graph.inputs:
+            if v.name == name:
+                return v
+        if name in self.graph.initializers:
+            return self.graph.initializers[name]
+        for node in self.graph:
+            for v in node.outputs:
+                if v.name == name:
+                    return v
+        raise PlanError(f"the model has no tensor '{name}'")
+
+    def add_outputs(self, names: list[str]) -> None:
+        """Make the tensors ``names`` graph outputs too (after the existing ones), declared without
+        dtype or shape as intermediate tensors (onnxruntime finds them)."""
+        present = {v.name for v in self.graph.outputs}
+        wanted = [n for n in dict.fromkeys(names) if n not in present]
+        by_name = {v.name: v for node in self.graph for v in node.outputs if v.name in set(wanted)}
+        for name in wanted:
+            value = by_name.get(name) or self.value(name)
+            if value.producer() is not None:
+                value.type, value.shape = None, None
+            self.graph.outputs.append(value)
+
     def add_input(self, name: str, elem_type: int, shape: list) -> ir.Value:
         value = ir.Value(name=self.fresh_name(name), type=ir.TensorType(ir.DataType(elem_type)),
                          shape=ir.Shape(shape))

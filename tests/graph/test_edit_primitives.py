@@ -4,9 +4,11 @@ takes over a tensor, node removal and metadata changes."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.errors import PlanError
 from onnxprune.graph.edit import ModelEdit
 from onnxprune.runtime import make_session
 
@@ -99,3 +101,19 @@ def test_metadata_set_and_removed_in_place():
     assert [(p.key, p.value) for p in edit.to_proto().metadata_props] == [("second", "two"), ("third", "3")]
     assert [(p.key, p.value) for p in ModelEdit(_chain()).to_proto().metadata_props] == \
         [("first", "1"), ("second", "2")]
+
+
+def test_add_outputs_exposes_intermediate_tensors_and_inputs():
+    model = _chain()
+    edit = ModelEdit(model)
+    edit.add_outputs(["y", "z", "x", "y"])
+    out = edit.to_proto()
+    assert [o.name for o in out.graph.output] == ["z", "y", "x"]
+    assert "y" not in {vi.name for vi in out.graph.value_info}
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 4
+    z, y, x_out = make_session(out, quiet=True).run(None, {"x": x})
+    np.testing.assert_array_equal(y, x + [1, -2, 3])
+    np.testing.assert_array_equal(z, np.maximum(y, 0))
+    np.testing.assert_array_equal(x_out, x)
+    with pytest.raises(PlanError, match="no tensor 'nope'"):
+        ModelEdit(model).add_outputs(["nope"])
