@@ -21,6 +21,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import PlanError
+from onnxprune.graph.view import node_label
 
 __all__ = ["ModelEdit", "splice_mul"]
 
@@ -183,7 +184,7 @@ class ModelEdit:
     def input_value(self, index: int, k: int) -> ir.Value:
         node = self.nodes[index]
         if k >= len(node.inputs) or node.inputs[k] is None:
-            raise PlanError(f"node {node.name or node.op_type} has no input {k}")
+            raise PlanError(f"node {node_label(node, index)} has no input {k}")
         return node.inputs[k]
 
     # --- edits the rewrite needs ----------------------------------------------------------
