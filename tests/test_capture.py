@@ -28,12 +28,14 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_stream_reports_progress_through_the_logger(capsys):
+def test_stream_reports_progress_through_the_logger(capsys, monkeypatch):
     model = conv_chain()
     inner = model.graph.node[0].output[0]
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     batches = [np.random.default_rng(i).standard_normal([2] + shape[1:]).astype(np.float32) for i in range(3)]
     session = CaptureSession(model, [inner], "cpu")
+    # whatever an earlier CLI run configured: only this test's handler sees the package's records
+    monkeypatch.setattr(logging.getLogger("onnxprune"), "handlers", [logging.NullHandler()])
     logger, records = logging.getLogger("onnxprune.capture.session"), _Records()
     level = logger.level
     logger.addHandler(records)
