@@ -118,9 +118,9 @@ class ModelEdit:
         dtype or shape as intermediate tensors (onnxruntime finds them)."""
         present = {v.name for v in self.graph.outputs}
         wanted = [n for n in dict.fromkeys(names) if n not in present]
-        by_name = {v.name: v for node in self.graph for v in node.outputs if v.name in set(wanted)}
+        produced = {v.name: v for node in self.graph for v in node.outputs}
         for name in wanted:
-            value = by_name.get(name) or self.value(name)
+            value = produced.get(name) or self.value(name)
             if value.producer() is not None:
                 value.type, value.shape = None, None
             self.graph.outputs.append(value)
