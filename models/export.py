@@ -201,7 +201,16 @@ def _without_bn_fusion_rules():
         rw._DEFAULT_REWRITE_RULES = saved
 
 
+def _require_onnxscript() -> None:
+    """torch's dynamo exporter runs on onnxscript; say so in one line when it is missing."""
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ExportError("the dynamo exporter needs onnxscript: pip install onnxscript") from None
+
+
 def _export_dynamo(model, x, bn: str, opset: int | None) -> onnx.ModelProto:
+    _require_onnxscript()
     # torch logs "torchvision is not installed. Skipping torchvision::nms" etc. at WARNING.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with warnings.catch_warnings():

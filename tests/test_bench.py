@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import types
@@ -22,6 +23,23 @@ from onnxprune.errors import OnnxPruneError
 
 FAST = dict(warmup=2, min_runs=8, min_time_s=0.01, max_runs=200)
 HW = 16
+
+
+@pytest.fixture
+def bench_log():
+    """The messages bench_models logs (a handler on its own logger, whatever the CLI configured)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+    logger, handler = logging.getLogger("onnxprune.tools.bench.run"), Collect(logging.DEBUG)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def conv_net(mid: int, batch="N", seed: int = 0) -> onnx.ModelProto:
@@ -156,11 +174,10 @@ def test_failing_runner_is_skipped_not_raised(models):
     assert s.error.startswith("failed while timing") and "device lost" in s.error and "\n" not in s.error
 
 
-def test_unavailable_cuda_engine_is_skipped(models, monkeypatch):
+def test_unavailable_cuda_engine_is_skipped(models, monkeypatch, bench_log):
     _no_cuda(monkeypatch)
-    msgs = []
-    rep = bench_models([models["big"], models["small"]], batches=[2], engines="ort-cuda,ort-cpu",
-                       log=msgs.append, **FAST)
+    msgs = bench_log
+    rep = bench_models([models["big"], models["small"]], batches=[2], engines="ort-cuda,ort-cpu", **FAST)
     assert {r.engine for r in rep.results} == {"ort-cpu"}
     assert len(rep.skipped) == 1
     sk = rep.skipped[0]
@@ -184,11 +201,11 @@ def test_cuda_engine_follows_the_working_provider_check(models):
         assert [s.engine for s in rep.skipped] == ["ort-cuda"] and "CUDA" in rep.skipped[0].reason
 
 
-def test_torch_engines_skipped_when_bridge_missing(models, monkeypatch):
+def test_torch_engines_skipped_when_bridge_missing(models, monkeypatch, bench_log):
     monkeypatch.setitem(sys.modules, "onnxprune.torch_bridge", None)   # import raises ImportError
-    msgs = []
+    msgs = bench_log
     rep = bench_models([models["big"], models["small"]], batches=[1],
-                       engines="torch-cpu,torch-compile,torch-cudagraph,ort-cpu", log=msgs.append, **FAST)
+                       engines="torch-cpu,torch-compile,torch-cudagraph,ort-cpu", **FAST)
     assert {r.engine for r in rep.results} == {"ort-cpu"}
     assert [s.engine for s in rep.skipped] == ["torch-cpu", "torch-compile", "torch-cudagraph"]
     for s in rep.skipped:
@@ -362,6 +379,14 @@ def _parser():
     return p
 
 
+def _run_as_cli(args: argparse.Namespace) -> int:
+    """run_bench_from_args with logging set up as ``onnxprune`` sets it (messages on stderr)."""
+    from onnxprune.cli.args import verbosity
+    from onnxprune.log import configure
+    configure(verbosity(args))
+    return run_bench_from_args(args)
+
+
 def test_cli_entry(models, tmp_path, capsys, monkeypatch):
     args = _parser().parse_args([str(models["big"]), str(models["small"]), "--batch", "1,2",
                                  "--engine", "ort-cpu,ort-cuda", "--warmup", "1", "--min-runs", "5",
@@ -369,14 +394,14 @@ def test_cli_entry(models, tmp_path, capsys, monkeypatch):
                                  "--json"])
     assert args.func is run_bench_from_args
     _no_cuda(monkeypatch)
-    assert run_bench_from_args(args) == 0
+    assert _run_as_cli(args) == 0
     out, err = capsys.readouterr()
     data = json.loads(out)
     assert len(data["results"]) == 4 and data["skipped"][0]["engine"] == "ort-cuda"
     assert "skipped ort-cuda:" in err and (tmp_path / "b.json").is_file() and (tmp_path / "b.md").is_file()
     # nothing measured: exit status 1, still a report
     args = _parser().parse_args([str(models["small"]), "--batch", "1", "--engine", "ort-cuda", "-q"])
-    assert run_bench_from_args(args) == 1
+    assert _run_as_cli(args) == 1
     out, err = capsys.readouterr()
     assert "nothing measured" in out and "nothing was measured" in err
     # errors before any work: bad output folder, bad batch list

@@ -728,6 +728,24 @@ def test_to_onnx_check_catches_a_mismatch():
         to_onnx(mod, None, None, check=True)
 
 
+def test_unnamed_nodes_are_labelled_as_everywhere_else():
+    """Errors name an unnamed node as graph.view.node_label does: OpType#index."""
+    from onnxprune.graph.view import node_label
+    m, _ = single("Resize", {"x": R(1, 1, 2, 2)}, 13, {"sc": np.array([1, 1, 2, 2], np.float32)},
+                  order=["x", "", "sc"], mode="cubic")
+    m.graph.node.insert(0, helper.make_node("Relu", ["x"], ["x_relu"]))
+    resize = m.graph.node[-1]
+    resize.name = ""
+    resize.input[0] = "x_relu"
+    index = len(m.graph.node) - 1
+    with pytest.raises(OnnxPruneError, match=f"Resize node '{node_label(resize, index)}': mode='cubic'"):
+        OnnxModule(m)
+    assert node_label(resize, index) == f"Resize#{index}"
+    m.graph.node.append(helper.make_node("NonMaxSuppression", [resize.output[0]], ["z"]))
+    with pytest.raises(OnnxPruneError, match=f"NonMaxSuppression node 'NonMaxSuppression#{index + 1}'"):
+        OnnxModule(m)
+
+
 # ======================================================================================
 # op registry; the torch-free BatchNorm passes
 # ======================================================================================

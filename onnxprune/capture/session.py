@@ -7,19 +7,21 @@ the number of images; the batch size is chosen so that the captured tensors of o
 """
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import onnx
 
 from onnxprune.analysis import Analysis, group_edges
 from onnxprune.errors import DataError
+from onnxprune.graph.edit import ModelEdit
+from onnxprune.log import get_logger, progress as progress_bar
 from onnxprune.runtime import AnyBatchSession, available_providers
 
-__all__ = ["Probe", "probes_for", "CaptureSession", "batch_size_for"]
+__all__ = ["Probe", "probes_for", "CaptureSession", "batch_size_for", "with_outputs"]
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,24 +56,23 @@ def batch_size_for(analysis: Analysis, tensors: Iterable[str], memory_mb: float,
     return int(max(1, min(cap, memory_mb * 2 ** 20 // per_image)))
 
 
+def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``tensors``."""
+    edit = ModelEdit(model)
+    edit.add_outputs(tensors)
+    return edit.to_proto()
+
+
 class CaptureSession:
     """An onnxruntime session on a copy of the model with extra outputs."""
 
-    def __init__(self, model: onnx.ModelProto, tensors: list[str], provider: str = "auto",
-                 log: Callable[[str], None] | None = None) -> None:
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        present = {o.name for o in m.graph.output}
+    def __init__(self, model: onnx.ModelProto, tensors: list[str], provider: str = "auto") -> None:
         self.tensors = list(dict.fromkeys(tensors))
-        for t in self.tensors:
-            if t not in present:
-                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
-        say = log or (lambda s: None)
-        self.session = AnyBatchSession(m, available_providers(provider))
+        self.session = AnyBatchSession(with_outputs(model, self.tensors), available_providers(provider))
         if self.session.fixed_batch:
-            say(f"capture: the model fixes batch size {self.session.fixed_batch}; running in slices of it")
+            log.info("capture: the model fixes batch size %d; running in slices of it", self.session.fixed_batch)
         self.provider = self.session.session.get_providers()[0]
-        say(f"capture: onnxruntime on {self.provider}")
+        log.debug("capture: onnxruntime on %s", self.provider)
         self.output_names = self.session.output_names
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,20 +83,16 @@ class CaptureSession:
 
     def stream(self, batches: Iterable[np.ndarray], total: int | None = None,
                progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
-        """Yield the captured tensors batch by batch, with a progress line on stderr."""
+        """Yield the captured tensors batch by batch (a progress bar on an interactive stderr;
+        ``total`` counts images)."""
         for _, outs in self.stream_with_inputs(batches, total, progress):
             yield outs
 
     def stream_with_inputs(self, batches: Iterable[np.ndarray], total: int | None = None,
                            progress: bool = True) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Like :meth:`stream`, yielding (input batch, captured tensors)."""
-        done, t0 = 0, time.perf_counter()
+        if progress:
+            batches = progress_bar(batches, total=total, desc="capture", unit="img", logger=log, weight=len)
         for x in batches:
             x = np.ascontiguousarray(x, dtype=np.float32)
             yield x, self.run(x)
-            done += len(x)
-            if progress and sys.stderr.isatty() or (progress and total and done == total):
-                rate = done / max(time.perf_counter() - t0, 1e-9)
-                of = f"/{total}" if total else ""
-                print(f"\r  capture: {done}{of} images, {rate:.0f} img/s", end="" if done != total else "\n",
-                      file=sys.stderr, flush=True)

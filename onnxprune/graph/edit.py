@@ -21,6 +21,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxprune.errors import PlanError
+from onnxprune.graph.view import node_label
 
 __all__ = ["ModelEdit", "splice_mul"]
 
@@ -40,6 +41,8 @@ class ModelEdit:
         self._names |= {v.name for v in self.graph.inputs} | set(self.graph.initializers)
         self._initializer_inputs = any(v.is_initializer() for v in self.graph.inputs)
         self._declared = {vi.name for vi in model.graph.value_info}     # value_info of the source
+        self._node_names = {n.name for n in self.nodes if n.name}
+        self._metadata: dict[str, str | None] = {}       # changes to the source's metadata_props
 
     # --- types ----------------------------------------------------------------------------
     def _type_map(self) -> dict[str, tuple[int, int | None]]:
@@ -73,11 +76,54 @@ class ModelEdit:
         self._names.add(name)
         return name
 
+    def numbered_name(self, base: str) -> str:
+        """``base``, or ``base_1``, ``base_2``..., unused by any tensor or node of the graph."""
+        name, i = base, 1
+        while name in self._names or name in self._node_names:
+            name, i = f"{base}_{i}", i + 1
+        self._names.add(name)
+        return name
+
     def constant(self, array: np.ndarray, name: str) -> ir.Value:
         """A new initializer holding ``array`` (its dtype kept), under a fresh name."""
         value = ir.Value(name=self.fresh_name(name), const_value=ir.tensor(np.ascontiguousarray(array)))
         self.graph.register_initializer(value)
         return value
+
+    def add_initializer(self, name: str, array: np.ndarray, graph_input: bool = False) -> ir.Value:
+        """A new initializer called exactly ``name`` (from :meth:`numbered_name` or
+        :meth:`fresh_name`), also listed as a graph input when ``graph_input`` (IR < 4 style)."""
+        value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+        self.graph.register_initializer(value)
+        if graph_input:
+            value.type, value.shape = ir.TensorType(value.const_value.dtype), ir.Shape(array.shape)
+            self.graph.inputs.append(value)
+        return value
+
+    def value(self, name: str) -> ir.Value:
+        """The tensor called ``name``: a graph input, an initializer or a node output."""
+        for v in self.graph.inputs:
+            if v.name == name:
+                return v
+        if name in self.graph.initializers:
+            return self.graph.initializers[name]
+        for node in self.graph:
+            for v in node.outputs:
+                if v.name == name:
+                    return v
+        raise PlanError(f"the model has no tensor '{name}'")
+
+    def add_outputs(self, names: list[str]) -> None:
+        """Make the tensors ``names`` graph outputs too (after the existing ones), declared without
+        dtype or shape as intermediate tensors (onnxruntime finds them)."""
+        present = {v.name for v in self.graph.outputs}
+        wanted = [n for n in dict.fromkeys(names) if n not in present]
+        produced = {v.name: v for node in self.graph for v in node.outputs}
+        for name in wanted:
+            value = produced.get(name) or self.value(name)
+            if value.producer() is not None:
+                value.type, value.shape = None, None
+            self.graph.outputs.append(value)
 
     def add_input(self, name: str, elem_type: int, shape: list) -> ir.Value:
         value = ir.Value(name=self.fresh_name(name), type=ir.TensorType(ir.DataType(elem_type)),
@@ -96,10 +142,49 @@ class ModelEdit:
         self.graph.insert_before(self.nodes[index], node)
         return out
 
+    def node_after(self, anchor: ir.Node, op_type: str, inputs: list[ir.Value | None], name: str,
+                   **attributes: Any) -> ir.Node:
+        """Insert node ``name`` = ``op_type(inputs)`` (one output, not named yet) right after
+        ``anchor``; attributes are written in the order given."""
+        node = ir.Node("", op_type, inputs, ir.convenience.convert_attributes(attributes), num_outputs=1,
+                       name=name)
+        self._node_names.add(name)
+        self.graph.insert_after(anchor, node)
+        return node
+
+    def take_over(self, old: ir.Value, new: ir.Value, old_renamed: str | None = None) -> None:
+        """``new`` takes the place of ``old``: its readers (but ``new``'s own producer), its
+        graph-output slots, its name, dtype and shape. ``old`` is renamed ``old_renamed`` and
+        forgets its dtype and shape (its value_info is not written)."""
+        producer = new.producer()
+        for user, k in list(old.uses()):
+            if user is not producer:
+                user.replace_input_with(k, new)
+        for i, out in enumerate(self.graph.outputs):
+            if out is old:
+                self.graph.outputs[i] = new
+        name, dtype, shape = old.name, old.type, old.shape
+        old.name, old.type, old.shape = old_renamed, None, None
+        new.name, new.type, new.shape = name, dtype, shape
+
+    def remove_node(self, node: ir.Node) -> None:
+        """Remove ``node``, whose outputs nobody reads any more."""
+        self.graph.remove(node, safe=True)
+
+    def remove_unused_initializers(self, names: set[str]) -> None:
+        """Drop the initializers of ``names`` nobody reads (and their graph-input entries)."""
+        for name in names:
+            value = self.graph.initializers.get(name)
+            if value is None or value.uses() or value.is_graph_output():
+                continue
+            self.graph.initializers.pop(name)
+            if value in self.graph.inputs:
+                self.graph.inputs.remove(value)
+
     def input_value(self, index: int, k: int) -> ir.Value:
         node = self.nodes[index]
         if k >= len(node.inputs) or node.inputs[k] is None:
-            raise PlanError(f"node {node.name or node.op_type} has no input {k}")
+            raise PlanError(f"node {node_label(node, index)} has no input {k}")
         return node.inputs[k]
 
     # --- edits the rewrite needs ----------------------------------------------------------
@@ -109,20 +194,29 @@ class ModelEdit:
     def remove_attribute(self, index: int, name: str) -> None:
         self.nodes[index].attributes.pop(name, None)
 
-    def replace_input(self, index: int, k: int, value: ir.Value) -> None:
-        """Node ``index`` reads ``value`` at input ``k`` (the input list grows when needed)."""
-        node = self.nodes[index]
+    def replace_input(self, index: int | ir.Node, k: int, value: ir.Value) -> None:
+        """Node ``index`` (or the node itself) reads ``value`` at input ``k`` (the input list
+        grows when needed)."""
+        node = index if isinstance(index, ir.Node) else self.nodes[index]
         if k >= len(node.inputs):
             node.resize_inputs(k + 1)
         node.replace_input_with(k, value)
 
-    def replace_initializer(self, name: str, array: np.ndarray) -> None:
-        """Give initializer ``name`` a new value in its stored dtype."""
+    def replace_initializer(self, name: str, array: np.ndarray, cast: bool = True) -> None:
+        """Give initializer ``name`` a new value in its stored dtype (``cast=False``: in the
+        array's dtype)."""
         value = self.graph.initializers[name]
-        dtype = value.const_value.dtype.numpy()
-        value.const_value = ir.tensor(np.ascontiguousarray(array.astype(dtype, copy=False)), name=name)
+        if cast:
+            array = array.astype(value.const_value.dtype.numpy(), copy=False)
+        value.const_value = ir.tensor(np.ascontiguousarray(array), name=name)
         if value.shape is not None:     # declared as a graph input or in value_info
             value.shape = ir.Shape(array.shape)
+        if value.type is not None and not cast:
+            value.type = ir.TensorType(value.const_value.dtype)
+
+    def set_metadata(self, key: str, value: str | None) -> None:
+        """Set (``None``: remove) the model metadata entry ``key``."""
+        self._metadata[key] = value
 
     def cleanup(self, dead_ops: set[str]) -> None:
         """Drop nodes of ``dead_ops`` whose outputs nobody reads (repeatedly) and unused
@@ -177,7 +271,13 @@ class ModelEdit:
         del proto.opset_import[:]
         proto.opset_import.extend(self._source.opset_import)
         del proto.metadata_props[:]
-        proto.metadata_props.extend(self._source.metadata_props)
+        if not self._metadata:
+            proto.metadata_props.extend(self._source.metadata_props)
+        else:
+            props = {p.key: p.value for p in self._source.metadata_props}
+            props.update(self._metadata)
+            proto.metadata_props.extend(onnx.StringStringEntryProto(key=k, value=v)
+                                        for k, v in props.items() if v is not None)
         keep = [vi for vi in proto.graph.value_info
                 if vi.name not in self.graph.initializers or vi.name in self._declared]
         del proto.graph.value_info[:]

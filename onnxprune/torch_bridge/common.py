@@ -8,6 +8,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.view import node_label
 
 try:
     import torch
@@ -35,18 +36,24 @@ def main_opset(model: onnx.ModelProto) -> int:
     raise OnnxPruneError("model has no ai.onnx opset import")
 
 
-def node_desc(node: onnx.NodeProto) -> str:
-    """``"<OpType> node '<name>'"`` for error messages (the first output when unnamed)."""
-    name = node.name or (node.output[0] if node.output else "?")
-    return f"{node.op_type} node '{name}'"
+# key OnnxModule adds to the attributes each op is built from: the node's index in the graph
+NODE_INDEX = "__node_index__"
 
 
-def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    """Attribute name -> Python value (strings decoded, tensors as numpy arrays)."""
+def node_desc(node: onnx.NodeProto, where: int | dict) -> str:
+    """``"<OpType> node '<label>'"`` for error messages, the label being
+    :func:`onnxprune.graph.view.node_label`; ``where`` is the node's index in the graph, or the
+    attributes an op was built from (which carry it under :data:`NODE_INDEX`)."""
+    index = where.get(NODE_INDEX, -1) if isinstance(where, dict) else where
+    return f"{node.op_type} node '{node_label(node, index)}'"
+
+
+def node_attrs(node: onnx.NodeProto, index: int) -> dict[str, Any]:
+    """Attribute name -> Python value (strings decoded, tensors as numpy arrays) of node ``index``."""
     out = {}
     for a in node.attribute:
         if a.type == onnx.AttributeProto.GRAPH or a.type == onnx.AttributeProto.GRAPHS:
-            raise OnnxPruneError(f"{node_desc(node)}: subgraph attributes are not supported")
+            raise OnnxPruneError(f"{node_desc(node, index)}: subgraph attributes are not supported")
         v = helper.get_attribute_value(a)
         if isinstance(v, bytes):
             v = v.decode("utf-8")

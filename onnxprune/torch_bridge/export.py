@@ -2,55 +2,45 @@
 of its source graph (``method="graph"``) or with ``torch.onnx.export`` (``method="torch"``)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
+import onnx_ir as ir
 import torch
-from onnx import numpy_helper
 
 from onnxprune.errors import OnnxPruneError, VerificationError
-from onnxprune.graph.batchnorm import REINSERTED_BN_KEY, fold_batchnorm
+from onnxprune.graph.batchnorm import REINSERTED_BN_KEY, fold_batchnorm_into, reinserted_bn_names
+from onnxprune.graph.edit import ModelEdit
 from onnxprune.torch_bridge.common import main_opset
 from onnxprune.torch_bridge.module import OnnxModule
 
 __all__ = ["to_onnx"]
 
 
-def _write_back(module: OnnxModule) -> onnx.ModelProto:
-    """A copy of the source graph holding the module's current parameters and statistics."""
-    m = onnx.ModelProto()
-    m.CopyFrom(module.source_model)
-    g = m.graph
+def _write_back(module: OnnxModule) -> ModelEdit:
+    """An edit of the source graph holding the module's current parameters and statistics."""
+    edit = ModelEdit(module.source_model)
     for name, t in module.onnx_tensors().items():
         kind, idx, dtype = module._origin[name]
         arr = t.detach().cpu().to(torch.float32 if t.dtype == torch.bfloat16 else t.dtype).numpy()
-        arr = arr.astype(dtype, copy=False)
-        new = numpy_helper.from_array(arr, name)
+        arr = np.ascontiguousarray(arr.astype(dtype, copy=False))
         if kind == "init":
-            g.initializer[idx].CopyFrom(new)
-        else:
-            for att in g.node[idx].attribute:
-                if att.name == "value":
-                    new.name = att.t.name
-                    att.t.CopyFrom(new)
-    return m
+            edit.replace_initializer(name, arr, cast=False)
+        else:   # a Constant node: its tensor keeps its own name
+            stored = edit.nodes[idx].attributes["value"].as_tensor().name
+            edit.set_attribute(idx, "value", ir.tensor(arr, name=stored))
+    return edit
 
 
-def _fold_reinserted(m: onnx.ModelProto, fold_bn) -> onnx.ModelProto:
+def _fold_reinserted(edit: ModelEdit, source: onnx.ModelProto, fold_bn) -> None:
     """Fold BN back into Convs (``"auto"``: those reinsert_batchnorm added) and drop the record."""
-    props = {p.key: p.value for p in m.metadata_props}
+    recorded = reinserted_bn_names(source)
     if fold_bn == "auto":
-        only = json.loads(props[REINSERTED_BN_KEY]) if REINSERTED_BN_KEY in props else []
-        if only:
-            m = fold_batchnorm(m, only=only)
+        if recorded:
+            fold_batchnorm_into(edit, only=recorded)
     elif fold_bn:
-        m = fold_batchnorm(m)
-    if REINSERTED_BN_KEY in props and fold_bn:
-        keep = [p for p in m.metadata_props if p.key != REINSERTED_BN_KEY]
-        del m.metadata_props[:]
-        m.metadata_props.extend(keep)
-    return m
+        fold_batchnorm_into(edit)
+    if fold_bn and any(p.key == REINSERTED_BN_KEY for p in source.metadata_props):
+        edit.set_metadata(REINSERTED_BN_KEY, None)
 
 
 def _convert_opset(m: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -63,7 +53,9 @@ def _convert_opset(m: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 
 def _export_graph(module: OnnxModule, opset, fold_bn) -> onnx.ModelProto:
-    m = _fold_reinserted(_write_back(module), fold_bn)
+    edit = _write_back(module)
+    _fold_reinserted(edit, module.source_model, fold_bn)
+    m = edit.to_proto()
     if opset is not None and opset != main_opset(m):
         m = _convert_opset(m, opset)
     return m

@@ -18,7 +18,7 @@ from torch import nn
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import GraphView
-from onnxprune.torch_bridge.common import Run, main_opset, node_attrs, node_desc, to_tensor
+from onnxprune.torch_bridge.common import NODE_INDEX, Run, main_opset, node_attrs, node_desc, to_tensor
 from onnxprune.torch_bridge.ops import OPS, OnnxBatchNorm
 from onnxprune.torch_bridge.ops.norm import BN_KEY_ATTR
 
@@ -64,12 +64,12 @@ class _Names:
 # --------------------------------------------------------------------------------------
 
 def _check_supported(nodes) -> None:
-    for node in nodes:
+    for idx, node in enumerate(nodes):
         if node.domain not in ("", "ai.onnx"):
-            raise OnnxPruneError(f"{node_desc(node)}: op {node.op_type!r} of domain "
+            raise OnnxPruneError(f"{node_desc(node, idx)}: op {node.op_type!r} of domain "
                                  f"{node.domain!r} is not supported by the torch bridge")
         if node.op_type not in OPS:
-            raise OnnxPruneError(f"{node_desc(node)}: op type {node.op_type!r} is not supported by "
+            raise OnnxPruneError(f"{node_desc(node, idx)}: op type {node.op_type!r} is not supported by "
                                  "the torch bridge")
 
 
@@ -83,7 +83,7 @@ def _collect_constants(g: onnx.GraphProto):
         origin[t.name] = ("init", i, str(consts[t.name].dtype))
     for idx, node in enumerate(g.node):
         if node.op_type == "Constant":
-            a = node_attrs(node)
+            a = node_attrs(node, idx)
             if "value" in a:
                 consts[node.output[0]] = np.asarray(a["value"])
                 origin[node.output[0]] = ("constant", idx, str(consts[node.output[0]].dtype))
@@ -222,7 +222,7 @@ class OnnxModule(nn.Module):
             ins = _movable_bn_inputs(node, consts, uses)
             if ins is None:
                 continue
-            a = node_attrs(node)
+            a = node_attrs(node, idx)
             key = _bn_key(ins[0], self.bn)
             w, b, rm, rv = (consts[n] for n in ins)
             mod = OnnxBatchNorm(int(w.shape[0]), eps=float(a.get("epsilon", 1e-5)),
@@ -269,7 +269,8 @@ class OnnxModule(nn.Module):
                 self._put_static(name, to_tensor(arr), names)
 
     def _factory(self, idx: int, node: onnx.NodeProto):
-        a = node_attrs(node)
+        a = node_attrs(node, idx)
+        a[NODE_INDEX] = idx
         if idx in self._bn_keys:
             a[BN_KEY_ATTR] = self._bn_keys[idx]
         try:
@@ -277,16 +278,16 @@ class OnnxModule(nn.Module):
         except OnnxPruneError:
             raise
         except Exception as exc:
-            raise OnnxPruneError(f"{node_desc(node)}: cannot be converted ({exc})") from None
+            raise OnnxPruneError(f"{node_desc(node, idx)}: cannot be converted ({exc})") from None
 
-    def _fold(self, node, fn, ins, outs, static_names: set[str], names: _Names) -> None:
+    def _fold(self, idx: int, node, fn, ins, outs, static_names: set[str], names: _Names) -> None:
         """Evaluate a node whose inputs are all static, once; its outputs become static."""
         args = [self._resolve_static(n) if n else None for n in ins]
         try:
             with torch.no_grad():
                 res = fn(args, Run(False, torch.device("cpu"), self))
         except Exception as exc:
-            raise OnnxPruneError(f"{node_desc(node)}: failed on constant inputs ({exc})") from None
+            raise OnnxPruneError(f"{node_desc(node, idx)}: failed on constant inputs ({exc})") from None
         for o, t in zip(outs, res):
             if o:
                 self._put_static(o, t.detach().cpu().contiguous(), names)
@@ -305,7 +306,7 @@ class OnnxModule(nn.Module):
             if idx in self._bn_keys:
                 ins = ins[:1]      # the OnnxBatchNorm module holds the other four
             if node.op_type not in _NOT_FOLDABLE and all(not n or n in static_names for n in ins):
-                self._fold(node, fn, ins, outs, static_names, names)
+                self._fold(idx, node, fn, ins, outs, static_names, names)
                 continue
             host = {j: self._resolve_static(ins[j]).detach().cpu() for j in _HOST_SLOTS.get(node.op_type, ())
                     if j < len(ins) and ins[j] in static_names}

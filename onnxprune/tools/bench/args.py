@@ -46,14 +46,9 @@ def run_bench_from_args(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(getattr(args, "input_shape", None))
     if args.output:
         check_output_prefix(Path(args.output))
-    quiet = getattr(args, "quiet", False)
-
-    def log(msg: str) -> None:
-        if not quiet or msg.startswith("skipped"):
-            print(msg, file=sys.stderr, flush=True)
     report = bench_models(args.models, batches=batches, engines=engines, warmup=args.warmup,
                           min_runs=args.min_runs, min_time_s=args.min_time, max_runs=args.max_runs,
-                          threads=args.threads, seed=args.seed, input_shapes=shapes, log=log)
+                          threads=args.threads, seed=args.seed, input_shapes=shapes)
     sys.stdout.write(report.to_json() + "\n" if args.json else report.to_markdown())
     sys.stdout.flush()
     if args.output:

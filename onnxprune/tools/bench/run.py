@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.log import get_logger
 from onnxprune.tools.bench.engines import SkipThis, Unavailable, make_engine
 from onnxprune.tools.bench.machine import machine_info
 from onnxprune.tools.bench.markdown import format_count, format_ms
@@ -18,19 +19,19 @@ from onnxprune.tools.bench.timing import Slot, latency_stats, measure_rounds
 
 __all__ = ["bench_models"]
 
+log = get_logger(__name__)
+
 
 def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int] = (1, 64),
                  engines: str | Iterable[str] = ("ort-cpu",), warmup: int = 5, min_runs: int = 20,
                  min_time_s: float = 1.0, max_runs: int = 1000, threads: int | None = None,
-                 seed: int = 0, input_shapes: dict[str, list[int]] | Sequence[str] | None = None,
-                 log: Callable[[str], None] | None = None) -> BenchReport:
+                 seed: int = 0, input_shapes: dict[str, list[int]] | Sequence[str] | None = None) -> BenchReport:
     """Measure every model × engine × batch; the first model is the baseline of the pairs.
 
     Raises :class:`OnnxPruneError` (one line, naming the file) for a missing or invalid model, an
     unknown engine or a bad batch list; engines or runs that cannot work here are skipped and
-    recorded in ``report.skipped`` (each also passed to ``log``).
+    recorded in ``report.skipped`` (each also logged as a warning; every measurement at INFO).
     """
-    say = log or (lambda msg: None)
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise OnnxPruneError("no model given to benchmark")
@@ -38,14 +39,14 @@ def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int
     engine_list = parse_engines(engines)
     _check_settings(warmup, min_runs, max_runs, min_time_s, threads)
     shapes = parse_input_shapes(input_shapes)
-    models = _load_models(paths, shapes, say)
+    models = _load_models(paths, shapes)
     results: list[BenchResult] = []
     skipped: list[Skipped] = []
     round_meds: dict[tuple, dict] = {}
 
     def skip(sk: Skipped) -> None:
         skipped.append(sk)
-        say(sk.message)
+        log.warning("%s", sk.message)
 
     budget = dict(warmup=warmup, min_runs=min_runs, min_time_s=float(min_time_s), max_runs=max_runs)
     for engine_name in engine_list:
@@ -64,9 +65,9 @@ def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int
                     r = _result(s, engine_name, batch, rounds)
                     results.append(r)
                     round_meds[(s.model.name, engine_name, batch)] = s.round_medians
-                    say(f"{engine_name} ({r.device}) batch {batch} {s.model.name}: p50 {format_ms(r.p50_ms)} ms, "
-                        f"p90 {format_ms(r.p90_ms)}, IQR {format_ms(r.iqr_ms)}, {r.images_per_s:,.1f} img/s "
-                        f"({r.runs} runs)")
+                    log.info("%s (%s) batch %d %s: p50 %s ms, p90 %s, IQR %s, %s img/s (%d runs)",
+                             engine_name, r.device, batch, s.model.name, format_ms(r.p50_ms), format_ms(r.p90_ms),
+                             format_ms(r.iqr_ms), f"{r.images_per_s:,.1f}", r.runs)
                 for s in slots:
                     s.runner = None
         finally:
@@ -91,7 +92,7 @@ def _check_settings(warmup: int, min_runs: int, max_runs: int, min_time_s: float
         raise OnnxPruneError(f"threads must be a positive integer, got {threads!r}")
 
 
-def _load_models(paths: list, shapes: dict[str, list[int]], say: Callable[[str], None]) -> list[BenchModel]:
+def _load_models(paths: list, shapes: dict[str, list[int]]) -> list[BenchModel]:
     """Load every model (all loaded before any is analysed, so a bad input shape name fails fast)."""
     models = [BenchModel(p, n, shapes) for p, n in zip(paths, model_labels(paths))]
     unknown = set(shapes) - {name for m in models for name in m.input_names}
@@ -101,8 +102,8 @@ def _load_models(paths: list, shapes: dict[str, list[int]], say: Callable[[str],
     for m in models:
         m.finish()
     for m in models:
-        say(f"{m.name}: {format_count(m.macs)} MACs, {format_count(m.params)} params"
-            + (f" ({m.note})" if m.note else ""))
+        log.info("%s: %s MACs, %s params%s", m.name, format_count(m.macs), format_count(m.params),
+                 f" ({m.note})" if m.note else "")
     return models
 
 

@@ -70,7 +70,7 @@ def _hswish(a, opset, node):
 def _gelu(a, opset, node):
     approx = a.get("approximate", "none")
     if approx not in ("none", "tanh"):
-        raise OnnxPruneError(f"{node_desc(node)}: approximate={approx!r} is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: approximate={approx!r} is not supported")
     return lambda args, rt: [F.gelu(args[0], approximate=approx)]
 
 

@@ -88,7 +88,7 @@ def _where(a, opset, node):
 def _cast(a, opset, node):
     to = int(a["to"])
     if to not in DTYPES:
-        raise OnnxPruneError(f"{node_desc(node)}: Cast to type {to} is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: Cast to type {to} is not supported")
     dt = DTYPES[to]
     return lambda args, rt: [args[0].to(dt)]
 

@@ -22,7 +22,7 @@ def constant_value(a, node) -> np.ndarray:
         return np.array(a["value_int"], dtype=np.int64)
     if "value_ints" in a:
         return np.array(a["value_ints"], dtype=np.int64)
-    raise OnnxPruneError(f"{node_desc(node)}: only tensor/float/int values are supported")
+    raise OnnxPruneError(f"{node_desc(node, a)}: only tensor/float/int values are supported")
 
 
 @register("Constant")

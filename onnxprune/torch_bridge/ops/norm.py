@@ -25,9 +25,9 @@ class OnnxBatchNorm(nn.modules.batchnorm._BatchNorm):
 @register("BatchNormalization")
 def _bn(a, opset, node):
     if int(a.get("spatial", 1)) != 1:
-        raise OnnxPruneError(f"{node_desc(node)}: spatial=0 is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: spatial=0 is not supported")
     if any(o for o in node.output[1:]):
-        raise OnnxPruneError(f"{node_desc(node)}: the training-mode outputs (mean/var) are not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: the training-mode outputs (mean/var) are not supported")
     eps = float(a.get("epsilon", 1e-5))
     momentum = 1.0 - float(a.get("momentum", 0.9))
     key = a.get(BN_KEY_ATTR)

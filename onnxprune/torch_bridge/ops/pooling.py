@@ -52,13 +52,13 @@ def _padded_avg(x, k, s, begin, end, extra, tp, cip):
 
 def _pool_geometry(a, kind, node):
     if kind == "max" and len(node.output) > 1 and node.output[1]:
-        raise OnnxPruneError(f"{node_desc(node)}: the Indices output is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: the Indices output is not supported")
     k = [int(v) for v in a["kernel_shape"]]
     nd = len(k)
     s = [int(v) for v in a.get("strides", [1] * nd)]
     d = [int(v) for v in a.get("dilations", [1] * nd)]
     if kind == "avg" and any(v != 1 for v in d):
-        raise OnnxPruneError(f"{node_desc(node)}: AveragePool with dilations is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: AveragePool with dilations is not supported")
     return k, s, d
 
 

@@ -58,17 +58,17 @@ def _modes(a, opset, node):
     mode = a.get("mode", "nearest")
     mode = {"bilinear": "linear", "trilinear": "linear"}.get(mode, mode)
     if mode not in ("nearest", "linear"):
-        raise OnnxPruneError(f"{node_desc(node)}: mode={mode!r} is not supported (nearest and linear are)")
+        raise OnnxPruneError(f"{node_desc(node, a)}: mode={mode!r} is not supported (nearest and linear are)")
     if node.op_type == "Upsample" or opset < 11:
         return mode, "asymmetric", "simple", True
     ctm = a.get("coordinate_transformation_mode", "half_pixel")
     nearest_mode = a.get("nearest_mode", "round_prefer_floor")
     if ctm not in _CTMS:
-        raise OnnxPruneError(f"{node_desc(node)}: coordinate_transformation_mode={ctm!r} is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: coordinate_transformation_mode={ctm!r} is not supported")
     if nearest_mode not in _NEAREST:
-        raise OnnxPruneError(f"{node_desc(node)}: nearest_mode={nearest_mode!r} is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: nearest_mode={nearest_mode!r} is not supported")
     if int(a.get("antialias", 0)):
-        raise OnnxPruneError(f"{node_desc(node)}: antialias=1 is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: antialias=1 is not supported")
     return mode, ctm, nearest_mode, False
 
 

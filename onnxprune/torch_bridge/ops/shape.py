@@ -99,7 +99,7 @@ def _split(a, opset, node):
             chunk = -(-size // n)
             split = [chunk] * (size // chunk) + ([size % chunk] if size % chunk else [])
             if num_outputs is None and len(split) != n:
-                raise OnnxPruneError(f"{node_desc(node)}: cannot split {size} evenly into {n}")
+                raise OnnxPruneError(f"{node_desc(node, a)}: cannot split {size} evenly into {n}")
         return list(torch.split(x, list(split), dim=ax))
     return run
 
@@ -135,7 +135,7 @@ def _slice(a, opset, node):
                 st, en = min(max(st, 0), n - 1), min(max(en, -1), n - 1)
                 flips.append((ax, torch.arange(st, en, sp, dtype=torch.int64)))
             else:
-                raise OnnxPruneError(f"{node_desc(node)}: step 0")
+                raise OnnxPruneError(f"{node_desc(node, a)}: step 0")
         y = x[tuple(index)]
         for ax, idx in flips:
             y = y.index_select(ax, idx.to(y.device))
@@ -179,7 +179,7 @@ def _pad_params(a, args, attr_form, r):
 def _pad(a, opset, node):
     mode = a.get("mode", "constant")
     if mode not in ("constant", "reflect", "edge", "wrap"):
-        raise OnnxPruneError(f"{node_desc(node)}: mode={mode!r} is not supported")
+        raise OnnxPruneError(f"{node_desc(node, a)}: mode={mode!r} is not supported")
     attr_form = "pads" in a
 
     def run(args, rt):
