@@ -7,7 +7,7 @@ consumer edges and compute terms. Adding an op = one function in a family module
 """
 from __future__ import annotations
 
-from onnxprune.analysis.rules import concat_split, conv, elementwise, linear, norm, shape
+from onnxprune.analysis.rules import concat_split, conv, elementwise, linear, norm, quant, shape
 
 __all__ = ["RULES", "HARMLESS", "UNARY_PASS", "SPATIAL_PASS", "ELEMENTWISE", "REDUCE", "rule_for"]
 
@@ -45,6 +45,8 @@ RULES = {
     "LogSoftmax": elementwise.softmax,
     "Hardmax": elementwise.softmax,
     "MaxPool": elementwise.maxpool,
+    "QuantizeLinear": quant.quantize_linear,
+    "DequantizeLinear": quant.quantize_linear,
 }
 _FAMILIES = ((UNARY_PASS, elementwise.unary), (SPATIAL_PASS, elementwise.spatial),
              (ELEMENTWISE, elementwise.elementwise), (REDUCE, shape.reduce))
