@@ -66,7 +66,7 @@ MODELS: dict[str, ModelSpec] = dict(
               "small SE-ResNet (squeeze-excitation Mul gates, conv- and linear-style SE, residual Adds), 0.18M params"),
         _spec("yolo_small", yolo_small.yolo_small, DETECT_SHAPE,
               "small YOLOv8-style detector (C2f Split/Concat blocks, SPPF, Upsample+Concat PAN neck, "
-              "decoupled box/class head at 3 scales: 6 outputs), 64x64 input, 1.3M params",
+              "decoupled class/box head at 3 scales: 6 outputs [N, H*W, C]), 64x64 input, 1.3M params",
               output_names=yolo_small.OUTPUT_NAMES),
     ]
 )

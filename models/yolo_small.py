@@ -8,7 +8,8 @@ The building blocks of the Ultralytics YOLOv8 family, at test size:
 * a PAN neck: nearest ``Upsample`` x2 + ``Concat`` top-down, strided ``Conv`` + ``Concat`` bottom-up;
 * a decoupled head at strides 8, 16, 32: a box branch (``4 * reg_max`` distance bins) and a
   class branch, each ``Conv3x3 -> Conv3x3 -> Conv1x1``, giving six graph outputs
-  ``box_p3, cls_p3, box_p4, cls_p4, box_p5, cls_p5`` (no decoding: the raw maps).
+  ``cls_p3, box_p3, cls_p4, box_p4, cls_p5, box_p5``, each ``[N, H*W, C]`` (the map flattened,
+  channels last, as detection exports lay out scores and boxes; no decoding).
 
 Conv blocks are ``Conv (no bias) -> BatchNorm -> SiLU`` as in YOLOv8.
 """
@@ -20,7 +21,7 @@ import torch.nn as nn
 
 __all__ = ["ConvBNAct", "Bottleneck", "C2f", "SPPF", "YoloSmall", "yolo_small", "OUTPUT_NAMES"]
 
-OUTPUT_NAMES = ("box_p3", "cls_p3", "box_p4", "cls_p4", "box_p5", "cls_p5")
+OUTPUT_NAMES = ("cls_p3", "box_p3", "cls_p4", "box_p4", "cls_p5", "box_p5")
 
 
 class ConvBNAct(nn.Module):
@@ -89,7 +90,7 @@ class DetectHead(nn.Module):
                                  nn.Conv2d(c_cls, num_classes, 1))
 
     def forward(self, x):
-        return self.box(x), self.cls(x)
+        return self.cls(x).flatten(2).transpose(1, 2), self.box(x).flatten(2).transpose(1, 2)
 
 
 class YoloSmall(nn.Module):

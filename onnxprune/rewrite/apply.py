@@ -143,6 +143,11 @@ class _Rewriter:
             target = self.a.view.constant(node.input[1]).copy()
             target[u.axis] = len(keep) * u.extra[0]
             self._set_input(u.node, 1, target)
+        elif u.kind == "shape_entry":        # entry u.axis of constant input extra[0] (Expand targets)
+            k, block = u.extra
+            values = self.a.view.constant(node.input[k]).copy()
+            values.reshape(-1)[u.axis] = len(keep) * block
+            self._set_input(u.node, k, values)
         elif u.kind == "resize_sizes":
             sizes = self.a.view.constant(node.input[3]).copy()
             sizes[u.axis] = len(keep)

@@ -21,7 +21,7 @@ def test_yolo_export_matches_torch_on_every_output(exported, exporter):
     model = load_model(exported("yolo_small", exporter, "folded"))
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
     ops = {n.op_type for n in model.graph.node}
-    assert {"Split", "Concat", "MaxPool", "Resize", "Add"} <= ops
+    assert {"Split", "Concat", "MaxPool", "Resize", "Add", "Transpose"} <= ops
     x = example_input("yolo_small")
     with torch.no_grad():
         ref = [t.numpy() for t in build_seeded_model("yolo_small")(x)]
@@ -49,5 +49,5 @@ def test_yolo_prunes_and_verifies(exported, exporter):
     assert len(result.report.outputs) == len(OUTPUT_NAMES)
     assert abs(result.plan.budget["achieved"]["macs_reduction"] - 0.4) <= 0.01
     pruned_outputs = make_session(result.model).run(None, {"input": example_input("yolo_small").numpy()})
-    assert [o.shape for o in pruned_outputs] == [(1, 16, 8, 8), (1, 10, 8, 8), (1, 16, 4, 4),
-                                                 (1, 10, 4, 4), (1, 16, 2, 2), (1, 10, 2, 2)]
+    assert [o.shape for o in pruned_outputs] == [(1, 64, 10), (1, 64, 16), (1, 16, 10),
+                                                 (1, 16, 16), (1, 4, 10), (1, 4, 16)]
