@@ -11,7 +11,8 @@ Python::
     export_model("resnet20", "r20.onnx", exporter="dynamo", bn="unfused")
 
 Models are exported in eval mode with a static input shape (``ModelSpec.input_shape``
-with the batch size replaced by ``batch``), input ``input`` and output ``logits``.
+with the batch size replaced by ``batch``), input ``input`` and output ``logits`` (or
+the names in ``ModelSpec.output_names`` for multi-output models).
 
 Random weights
     Without ``weights`` the model is built after ``torch.manual_seed(seed)`` and every
@@ -156,7 +157,7 @@ def _count_bn(proto: onnx.ModelProto) -> int:
     return sum(1 for n in proto.graph.node if n.op_type == "BatchNormalization")
 
 
-def _export_legacy(model, x, bn: str, opset: int | None) -> onnx.ModelProto:
+def _export_legacy(model, x, bn: str, opset: int | None, outputs=(OUTPUT_NAME,)) -> onnx.ModelProto:
     buf = io.BytesIO()
     training = torch.onnx.TrainingMode.EVAL if bn == "folded" else torch.onnx.TrainingMode.PRESERVE
     with warnings.catch_warnings():
@@ -171,7 +172,7 @@ def _export_legacy(model, x, bn: str, opset: int | None) -> onnx.ModelProto:
             do_constant_folding=True,
             training=training,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(outputs),
         )
     return onnx.load_from_string(buf.getvalue())
 
@@ -209,7 +210,7 @@ def _require_onnxscript() -> None:
         raise ExportError("the dynamo exporter needs onnxscript: pip install onnxscript") from None
 
 
-def _export_dynamo(model, x, bn: str, opset: int | None) -> onnx.ModelProto:
+def _export_dynamo(model, x, bn: str, opset: int | None, outputs=(OUTPUT_NAME,)) -> onnx.ModelProto:
     _require_onnxscript()
     # torch logs "torchvision is not installed. Skipping torchvision::nms" etc. at WARNING.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -222,7 +223,7 @@ def _export_dynamo(model, x, bn: str, opset: int | None) -> onnx.ModelProto:
             optimize=(bn == "folded"),
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(outputs),
             verbose=False,
             report=False,
         )
@@ -287,9 +288,9 @@ def export_model(
 
     with torch.no_grad():
         if exporter == "legacy":
-            proto = _export_legacy(model, x, bn, opset)
+            proto = _export_legacy(model, x, bn, opset, get_spec(name).output_names)
         else:
-            proto = _export_dynamo(model, x, bn, opset)
+            proto = _export_dynamo(model, x, bn, opset, get_spec(name).output_names)
 
     n_bn = _count_bn(proto)
     if bn == "unfused" and has_bn and n_bn == 0:

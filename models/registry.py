@@ -7,12 +7,13 @@ from typing import Callable
 
 import torch.nn as nn
 
-from models import cifar_resnet, densenet_small, mobilenetv2, resnet50, resnext_small, se_net, vgg
+from models import cifar_resnet, densenet_small, mobilenetv2, resnet50, resnext_small, se_net, vgg, yolo_small
 
 __all__ = ["ModelSpec", "MODELS", "get_spec", "build_model"]
 
 CIFAR_SHAPE = (1, 3, 32, 32)
 IMAGENET_SHAPE = (1, 3, 224, 224)
+DETECT_SHAPE = (1, 3, 64, 64)
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,15 @@ class ModelSpec:
     #: Checkpoints that load into this model with ``cifar_resnet.load_pretrained``
     #: (file names under ``<assets>/pretrained``), if any.
     pretrained: tuple[str, ...] = field(default=())
+    #: Graph output names of the export (one per output of ``forward``).
+    output_names: tuple[str, ...] = ("logits",)
 
     def build(self) -> nn.Module:
         return self.constructor()
 
 
-def _spec(name, ctor, shape, desc, num_classes=10, pretrained=()):
-    return name, ModelSpec(name, ctor, shape, desc, num_classes, tuple(pretrained))
+def _spec(name, ctor, shape, desc, num_classes=10, pretrained=(), output_names=("logits",)):
+    return name, ModelSpec(name, ctor, shape, desc, num_classes, tuple(pretrained), tuple(output_names))
 
 
 MODELS: dict[str, ModelSpec] = dict(
@@ -61,6 +64,10 @@ MODELS: dict[str, ModelSpec] = dict(
               "small ResNeXt (bottlenecks with grouped 3x3 conv, cardinality 8, projection shortcuts), 0.25M params"),
         _spec("senet_small", se_net.senet_small, CIFAR_SHAPE,
               "small SE-ResNet (squeeze-excitation Mul gates, conv- and linear-style SE, residual Adds), 0.18M params"),
+        _spec("yolo_small", yolo_small.yolo_small, DETECT_SHAPE,
+              "small YOLOv8-style detector (C2f Split/Concat blocks, SPPF, Upsample+Concat PAN neck, "
+              "decoupled class/box head at 3 scales: 6 outputs [N, H*W, C]), 64x64 input, 1.3M params",
+              output_names=yolo_small.OUTPUT_NAMES),
     ]
 )
 

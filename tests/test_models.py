@@ -57,7 +57,8 @@ def _reference(name: str):
         model = build_seeded_model(name, seed=0)
         x = example_input(name, batch=1, seed=0)
         with torch.no_grad():
-            y = model(x).numpy()
+            y = model(x)
+            y = (y[0] if isinstance(y, tuple) else y).numpy()    # multi-output models: the first
         n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
         _REFERENCE[name] = (x.numpy(), y, n_bn)
     return _REFERENCE[name]
@@ -96,11 +97,11 @@ def _cifar_first(n: int, npz: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_registry_names_and_shapes():
     expected = {"resnet20", "resnet32", "resnet44", "resnet56", "vgg16_bn", "mobilenetv2", "resnet50",
-                "densenet_small", "resnext_small", "senet_small"}
+                "densenet_small", "resnext_small", "senet_small", "yolo_small"}
     assert set(MODELS) == expected
     for name, spec in MODELS.items():
         assert spec.name == name
-        assert spec.input_shape in ((1, 3, 32, 32), (1, 3, 224, 224))
+        assert spec.input_shape in ((1, 3, 32, 32), (1, 3, 224, 224), (1, 3, 64, 64))
         assert spec.description
 
 

@@ -543,7 +543,8 @@ def exercise(model: onnx.ModelProto, tmp_path, train_batch=4, steps=2, fp32_limi
 @pytest.mark.parametrize("name,exporter,bn", ZOO)
 def test_model_zoo(exported, tmp_path, name, exporter, bn):
     model = load_model(exported(name, exporter, bn))
-    module = exercise(model, tmp_path, fp32_limit=(name == "resnet50"))
+    # yolo_small: onnxruntime differs from itself (optimisations off/on) by up to 1.2e-5 of an output
+    module = exercise(model, tmp_path, fp32_limit=(name in ("resnet50", "yolo_small")))
     if bn == "unfused":
         assert len(module.bn) == sum(n.op_type == "BatchNormalization" for n in model.graph.node) > 0
 

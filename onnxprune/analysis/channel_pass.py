@@ -7,6 +7,7 @@ import onnx
 
 from onnxprune.analysis.records import ComputeTerm, ConsumerEdge, Layout, ParamSlice, Segment, Update
 from onnxprune.analysis.rules import HARMLESS, rule_for
+from onnxprune.analysis.rules.quant import refuse_unsliceable_weights
 from onnxprune.analysis.union_find import OffsetUnionFind
 from onnxprune.graph.view import GraphView
 
@@ -121,5 +122,6 @@ class ChannelPass:
                 self.unknown(idx, node)
             else:
                 rule(self, idx, node)
+        refuse_unsliceable_weights(self)
         for out in self.v.graph_outputs:
             self.block(self.layouts.get(out), f"reaches graph output '{out}'", None)

@@ -47,7 +47,7 @@ class ParamSlice:
 @dataclass(frozen=True)
 class Update:
     """An attribute or shape constant that carries a channel count: ``kind`` is one of
-    conv_group, pad, slice, split, reshape, resize_sizes."""
+    conv_group, pad, slice, split, reshape, resize_sizes, shape_entry."""
     node: int
     kind: str
     tensor: str          # the tensor whose kept channels decide the new value

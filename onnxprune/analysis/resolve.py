@@ -54,9 +54,11 @@ def resolve(p: ChannelPass) -> Analysis:
         segs = [seg(s) for s in lay.segments]
         gids = {s.group for s in segs}
         if len(segs) != 1 or None in gids or segs[0].length != groups[segs[0].group].channels:
+            why = (f"grouped Conv {v.label(node)} reads {len(gids - {None})} groups (a Concat): its conv "
+                   f"groups would need equal kept counts across them, which is not supported"
+                   if len(gids - {None}) > 1 else f"grouped Conv {v.label(node)} reads only part of the group")
             for gi in gids - {None}:
-                groups[gi].skip_reasons.append(
-                    f"grouped Conv {v.label(node)} reads only part of the group")
+                groups[gi].skip_reasons.append(why)
             continue
         g = groups[segs[0].group]
         g.equal_blocks = g.equal_blocks * ngroups // math.gcd(g.equal_blocks, ngroups)

@@ -14,7 +14,7 @@ from onnx import numpy_helper, shape_inference
 
 from onnxprune.errors import AnalysisError
 
-__all__ = ["GraphView", "node_label", "fix_input_shapes"]
+__all__ = ["GraphView", "StoredWeight", "node_label", "fix_input_shapes"]
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
@@ -44,6 +44,21 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> on
             d.Clear()
             d.dim_value = int(v)
     return model
+
+
+@dataclass(frozen=True)
+class StoredWeight:
+    """How a constant weight is stored: initializer ``data`` read directly (``via`` None), through
+    a ``Cast`` (fp16 weights) or through a ``DequantizeLinear`` (int8/uint8/int32 weights with
+    ``scale``, ``zero_point``, per-axis ``axis`` or None for per-tensor, ``block_size`` 0 unless
+    blocked); ``via`` is that node's index."""
+    data: str
+    via: int | None = None
+    op: str = ""
+    scale: str | None = None
+    zero_point: str | None = None
+    axis: int | None = None
+    block_size: int = 0
 
 
 @dataclass
@@ -109,9 +124,57 @@ class GraphView:
                     elif a.name in ("value_floats", "value_ints"):
                         value = np.array(onnx.helper.get_attribute_value(a))
             elif name in self.producer:
-                value = self._fold(self.producer[name], name)
+                value = self._weight_value(self.producer[name])
+                if value is None:
+                    value = self._fold(self.producer[name], name)
             self._const_cache[name] = value
         return self._const_cache[name]
+
+    def stored_weight(self, name: str) -> StoredWeight | None:
+        """Where constant ``name`` is stored (see :class:`StoredWeight`), or None when it is computed
+        by anything else than one Cast or DequantizeLinear of an initializer."""
+        if name in self.initializers or name in self._constant_nodes:
+            return StoredWeight(name)
+        idx = self.producer.get(name)
+        if idx is None:
+            return None
+        node = self.nodes[idx]
+        src = node.input[0] if node.input else ""
+        if node.domain not in ("", "ai.onnx") or src not in self.initializers and src not in self._constant_nodes:
+            return None
+        if node.op_type == "Cast":
+            return StoredWeight(src, idx, "Cast")
+        if node.op_type != "DequantizeLinear" or self.constant(node.input[1]) is None:
+            return None
+        zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if zp is not None and zp not in self.initializers and zp not in self._constant_nodes:
+            return None
+        scale = self.constant(node.input[1])
+        rank = len(self.shape(src) or [])
+        axis = int(attr(node, "axis", 1))
+        per_axis = scale.ndim > 0 and scale.size > 1 or int(attr(node, "block_size", 0)) > 0
+        return StoredWeight(src, idx, "DequantizeLinear", node.input[1], zp,
+                            (axis + rank if axis < 0 else axis) if per_axis else None,
+                            int(attr(node, "block_size", 0)))
+
+    def _weight_value(self, idx: int) -> np.ndarray | None:
+        """Cast and DequantizeLinear of a stored constant, evaluated here at any size (the
+        reference evaluator has no DequantizeLinear before opset 19, and folding stops at
+        65,536 elements)."""
+        node = self.nodes[idx]
+        w = self.stored_weight(node.output[0]) if node.output else None
+        if w is None or w.via is None:
+            return None
+        data = self.constant(w.data)
+        if data is None:
+            return None
+        if w.op == "Cast":
+            try:
+                return data.astype(onnx.helper.tensor_dtype_to_np_dtype(int(attr(node, "to"))))
+            except Exception:
+                return None
+        return _dequantize(data, self.constant(w.scale), self.constant(w.zero_point) if w.zero_point else None,
+                           w.axis, w.block_size, attr(node, "output_dtype", 0))
 
     _NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                      "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
@@ -165,6 +228,24 @@ class GraphView:
 
     def label(self, idx: int) -> str:
         return node_label(self.nodes[idx], idx)
+
+
+def _dequantize(data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int | None,
+                block_size: int, output_dtype: int) -> np.ndarray | None:
+    """DequantizeLinear in numpy: ``(data - zero_point) * scale``, per tensor, per axis or blocked."""
+    if data.dtype.kind not in "iu" or scale.dtype.kind != "f":
+        return None
+    zp = np.zeros_like(scale, dtype=np.int64) if zero_point is None else zero_point.astype(np.int64)
+    if axis is not None:
+        if block_size:
+            scale, zp = (np.repeat(t, block_size, axis=axis).take(range(data.shape[axis]), axis=axis)
+                         for t in (scale, zp))
+        else:
+            shape = [1] * data.ndim
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+    out_dtype = onnx.helper.tensor_dtype_to_np_dtype(output_dtype) if output_dtype else scale.dtype
+    return ((data.astype(np.int64) - zp).astype(np.float32) * scale.astype(np.float32)).astype(out_dtype)
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):

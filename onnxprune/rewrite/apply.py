@@ -15,7 +15,7 @@ import onnx
 from onnxprune.analysis import Analysis, ParamSlice, Update, kept_positions
 from onnxprune.errors import PlanError
 from onnxprune.graph.edit import ModelEdit
-from onnxprune.graph.view import attr
+from onnxprune.graph.view import StoredWeight, attr
 from onnxprune.rewrite.plan import Plan
 
 __all__ = ["apply_plan"]
@@ -68,17 +68,50 @@ class _Rewriter:
         for (node, k), slices in by_input.items():
             if not any(self.touched(s.tensor) for s in slices):
                 continue
-            value = self.a.view.constant(self.a.view.nodes[node].input[k])
-            original_shape = value.shape
-            grouped = [s for s in slices if s.groups > 1]
-            for s in slices:
-                if s.groups == 1:
-                    value = _take(value, s, self.keep(s.tensor), 0)
-            for s in grouped:
-                row = next(x for x in slices if x.axis == 0)
-                value = _grouped_weight(value, self.keep(row.tensor), self.keep(s.tensor),
-                                        original_shape[0], original_shape[1] * s.groups, s.groups)
-            self.new_values[(node, k)] = np.ascontiguousarray(value)
+            name = self.a.view.nodes[node].input[k]
+            stored = self.a.view.stored_weight(name)
+            if stored is None or stored.via is None:
+                self._put((node, k), self._sliced(self.a.view.constant(name), slices))
+            else:
+                self._slice_stored(stored, slices)
+
+    def _sliced(self, value: np.ndarray, slices: list[ParamSlice]) -> np.ndarray:
+        """``value`` with every slice of one input applied (any dtype: indexing only)."""
+        original_shape = value.shape
+        for s in slices:
+            if s.groups == 1:
+                value = _take(value, s, self.keep(s.tensor), 0)
+        for s in (x for x in slices if x.groups > 1):
+            row = next(x for x in slices if x.axis == 0)
+            value = _grouped_weight(value, self.keep(row.tensor), self.keep(s.tensor),
+                                    original_shape[0], original_shape[1] * s.groups, s.groups)
+        return np.ascontiguousarray(value)
+
+    def _slice_stored(self, stored: StoredWeight, slices: list[ParamSlice]) -> None:
+        """Slice the initializer behind a Cast or DequantizeLinear in its own dtype; a per-axis
+        scale and zero-point are sliced with the quantized axis."""
+        v = self.a.view
+        self._put((stored.via, 0), self._sliced(v.constant(stored.data), slices))
+        on_axis = [s for s in slices if stored.axis is not None and s.axis == stored.axis]
+        if not on_axis:
+            return
+        if stored.block_size or any(s.groups > 1 for s in on_axis):   # refused by the analysis
+            raise PlanError(f"weight '{v.nodes[stored.via].output[0]}' is quantized along the pruned axis "
+                            f"in blocks or groups; it cannot be sliced in its stored dtype")
+        params = [(1, stored.scale)] + ([(2, stored.zero_point)] if stored.zero_point else [])
+        for k, name in params:
+            vec = v.constant(name)
+            self._put((stored.via, k), self._sliced(vec, [ParamSlice(stored.via, k, 0, s.tensor, s.block)
+                                                          for s in on_axis]))
+
+    def _put(self, key: tuple[int, int], value: np.ndarray) -> None:
+        """Record the new value of input ``key``; two readers asking different values of one
+        Cast / DequantizeLinear (a shared weight) cannot both be served."""
+        old = self.new_values.get(key)
+        if old is not None and (old.shape != value.shape or not np.array_equal(old, value)):
+            raise PlanError(f"input {key[1]} of node {self.a.view.label(key[0])} must be sliced in two "
+                            f"different ways (a weight shared by two pruned layers)")
+        self.new_values[key] = value
 
     # --- attributes and shape constants ---------------------------------------------------
     def _set_input(self, idx: int, k: int, value: np.ndarray) -> None:
@@ -110,6 +143,11 @@ class _Rewriter:
             target = self.a.view.constant(node.input[1]).copy()
             target[u.axis] = len(keep) * u.extra[0]
             self._set_input(u.node, 1, target)
+        elif u.kind == "shape_entry":        # entry u.axis of constant input extra[0] (Expand targets)
+            k, block = u.extra
+            values = self.a.view.constant(node.input[k]).copy()
+            values.reshape(-1)[u.axis] = len(keep) * block
+            self._set_input(u.node, k, values)
         elif u.kind == "resize_sizes":
             sizes = self.a.view.constant(node.input[3]).copy()
             sizes[u.axis] = len(keep)

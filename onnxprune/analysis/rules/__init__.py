@@ -7,7 +7,8 @@ consumer edges and compute terms. Adding an op = one function in a family module
 """
 from __future__ import annotations
 
-from onnxprune.analysis.rules import concat_split, conv, elementwise, linear, norm, shape
+from onnxprune.analysis.rules import (batch_reshape, broadcast, concat_split, conv, elementwise, gated, group_norm, linear, norm,
+                                      quant, shape)
 
 __all__ = ["RULES", "HARMLESS", "UNARY_PASS", "SPATIAL_PASS", "ELEMENTWISE", "REDUCE", "rule_for"]
 
@@ -29,7 +30,7 @@ RULES = {
     "Conv": conv.conv,
     "ConvTranspose": conv.conv_transpose,
     "Gemm": linear.gemm,
-    "MatMul": linear.matmul,
+    "MatMul": gated.matmul,
     "BatchNormalization": norm.batchnorm,
     "InstanceNormalization": norm.batchnorm,
     "Concat": concat_split.concat,
@@ -37,7 +38,7 @@ RULES = {
     "Slice": concat_split.slice_channels,
     "Pad": concat_split.pad,
     "Flatten": shape.flatten,
-    "Reshape": shape.reshape,
+    "Reshape": batch_reshape.reshape,
     "Transpose": shape.transpose,
     "Squeeze": shape.squeeze,
     "Unsqueeze": shape.squeeze,
@@ -45,6 +46,10 @@ RULES = {
     "LogSoftmax": elementwise.softmax,
     "Hardmax": elementwise.softmax,
     "MaxPool": elementwise.maxpool,
+    "Expand": broadcast.expand,
+    "GroupNormalization": group_norm.group_normalization,
+    "QuantizeLinear": quant.quantize_linear,
+    "DequantizeLinear": quant.quantize_linear,
 }
 _FAMILIES = ((UNARY_PASS, elementwise.unary), (SPATIAL_PASS, elementwise.spatial),
              (ELEMENTWISE, elementwise.elementwise), (REDUCE, shape.reduce))

@@ -25,6 +25,11 @@ def conv(p: ChannelPass, idx: int, node: onnx.NodeProto) -> None:
     x, y = node.input[0], node.output[0]
     if w is None:
         p.unknown(idx, node, "Conv with a non-constant weight")
+        c_out = p.channel_dim(y, 1)
+        if c_out:       # reported as a skipped group rather than left out of the analysis
+            lay_y = Layout(1, 1, (Segment(p.new_space(c_out, "producer", idx), 0, c_out),))
+            p.block(lay_y, "Conv with a weight that is not a constant (or folds from over 65,536 elements)", idx)
+            p.set(y, lay_y)
         return
     g = int(attr(node, "group", 1))
     c_out, cin_g = w.shape[0], w.shape[1]

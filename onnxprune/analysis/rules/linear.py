@@ -42,7 +42,9 @@ def gemm(p: ChannelPass, idx: int, node: onnx.NodeProto) -> None:
     p.set(y, Layout(1, 1, (Segment(p.new_space(n_out, "producer", idx), 0, n_out),)))
 
 
-def matmul(p: ChannelPass, idx: int, node: onnx.NodeProto) -> None:
+def matmul(p: ChannelPass, idx: int, node: onnx.NodeProto, parts: int = 1) -> None:
+    """``parts`` > 1: the output columns are that many equal parts whose column j is one unit
+    (a fused gate/up projection, see ``rules.gated``)."""
     a, y = node.input[0], node.output[0]
     w = p.const_input(node, 1)
     ra = p.v.rank(a)
@@ -61,4 +63,6 @@ def matmul(p: ChannelPass, idx: int, node: onnx.NodeProto) -> None:
     rows = float(np.prod(ys[1:-1])) if ys and all(d is not None for d in ys[1:-1]) else math.nan
     p.terms.append(ComputeTerm(idx, rows * (lay_a.block if lay_a is not None else 1),
                                a if lay_a is not None else None, y, in_fixed=w.shape[0]))
-    p.set(y, Layout(ra - 1, 1, (Segment(p.new_space(w.shape[1], "producer", idx), 0, w.shape[1]),)))
+    unit = w.shape[1] // parts
+    space = p.new_space(unit, "producer", idx)
+    p.set(y, Layout(ra - 1, 1, tuple(Segment(space, 0, unit) for _ in range(parts))))
