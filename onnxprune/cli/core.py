@@ -91,7 +91,8 @@ def cmd_prune(args) -> int:
                          min_keep=args.min_keep, beta=args.beta, fusion=args.fusion, lam=args.lam,
                          shapley_permutations=args.shapley_permutations,
                          shapley_mc_images=args.shapley_images,
-                         seed=args.seed, verify=not args.no_verify)
+                         seed=args.seed, verify=not args.no_verify,
+                         recover=args.recover, recover_images=args.recover_images)
     config.validate()
     model = _load(args.model, args.input_shape)
     data = _calibration(args, model) if config.needs_data or args.data else None
@@ -106,6 +107,9 @@ def cmd_prune(args) -> int:
         out.unlink(missing_ok=True)
         raise
     print(prune_summary(result, out, plan_path))
+    if result.plan.refit is not None:
+        from onnxprune.recover.record import refit_summary
+        print(refit_summary(result.plan.refit))
     return 0
 
 
@@ -196,6 +200,13 @@ def cmd_verify(args) -> int:
         except Exception as exc:
             raise OnnxPruneError(f"{args.data}: cannot read inputs ({exc})") from None
         feeds = dict(data) if hasattr(data, "files") else {original.graph.input[0].name: data}
+    if plan.refit is not None:   # the structure is proven on the rewrite before the refit
+        from onnxprune.recover.record import check_refit
+        check = check_refit(original, pruned, plan)
+        print(check.summary())
+        if not check.ok:
+            return 1
+        pruned = check.pre_refit
     report = compare(original, pruned, plan, feeds=feeds, rtol=args.rtol, atol=args.atol, seed=args.seed)
     print(verify_table(report))
     return 0 if report.ok else 1
@@ -277,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the engine the pruned model will run on, for --round-to auto (default cpu: this machine)")
     r.add_argument("--seed", type=int, default=0, help="seed for random criteria and verify inputs")
     r.add_argument("--no-verify", action="store_true", help="skip the masked-original check")
+    r.add_argument("--recover", choices=["reconstruct", "none"], default="reconstruct",
+                   help="after the verified rewrite, refit every layer whose input lost channels so its output "
+                        "matches the unpruned model's on the calibration images (least squares, no labels, no "
+                        "training; needs --data, skipped without it); 'none' keeps the one-shot weights "
+                        "(default: reconstruct)")
+    r.add_argument("--recover-images", type=int, metavar="N",
+                   help="calibration images used by the refit (default: all --calib-images)")
     r.add_argument("--overwrite", action="store_true", help="allow replacing existing output files")
     r.add_argument("--input-shape", action="append", metavar="NAME=1x3xHxW",
                    help="fix a dynamic input shape (repeatable)")

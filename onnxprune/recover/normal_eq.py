@@ -37,7 +37,7 @@ class NormalEquations:
         if self.bias:
             x = np.concatenate([x, np.ones(x.shape[:2] + (1,), x.dtype)], axis=2)
         for g in range(x.shape[1]):
-            xg, yg = x[:, g], y[:, g]
+            xg, yg = x[:, g].astype(np.float64), y[:, g].astype(np.float64)
             self.xtx[g] += xg.T @ xg
             self.xty[g] += xg.T @ yg
             self.yy[g] += float(np.einsum("ij,ij->", yg, yg, dtype=np.float64))

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["LayerRefit", "RefitRecord", "RefitCheck", "check_refit", "tensor_sha256"]
+__all__ = ["LayerRefit", "RefitRecord", "RefitCheck", "check_refit", "tensor_sha256", "refit_summary"]
 
 
 def tensor_sha256(value: np.ndarray) -> str:
@@ -66,6 +66,19 @@ class RefitRecord:
         layers = [LayerRefit(**x) for x in d.get("layers", [])]
         rest = {k: v for k, v in d.items() if k != "layers"}
         return cls(layers=layers, **rest)
+
+
+def refit_summary(refit: dict) -> str:
+    """One line for the CLI: layers refitted, mean error before → after, images, time."""
+    r = RefitRecord.from_dict(refit)
+    if not r.layers:
+        return "reconstruct: no layer lost input channels; nothing refitted"
+    before = sum(x.error_before for x in r.layers) / len(r.layers)
+    after = sum(x.error_after for x in r.layers) / len(r.layers)
+    warned = sum(x.warning is not None for x in r.layers)
+    extra = f"; {warned} with too few rows (stronger ridge)" if warned else ""
+    return (f"reconstruct: {len(r.layers)} layers refitted on {r.images} images in {r.seconds:.1f} s, "
+            f"mean relative error {before:.3f} -> {after:.3f}{extra}")
 
 
 @dataclass
