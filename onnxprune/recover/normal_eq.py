@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg.blas import dsyrk
 
 __all__ = ["NormalEquations"]
 
@@ -37,16 +38,20 @@ class NormalEquations:
         if self.bias:
             x = np.concatenate([x, np.ones(x.shape[:2] + (1,), x.dtype)], axis=2)
         for g in range(x.shape[1]):
-            xg, yg = x[:, g].astype(np.float64), y[:, g].astype(np.float64)
-            self.xtx[g] += xg.T @ xg
+            xg, yg = np.asfortranarray(x[:, g], np.float64), y[:, g].astype(np.float64)
+            self.xtx[g] += dsyrk(1.0, xg, trans=1)      # upper triangle of xgᵀ xg (half the work)
             self.xty[g] += xg.T @ yg
             self.yy[g] += float(np.einsum("ij,ij->", yg, yg, dtype=np.float64))
         self.rows += len(x)
 
+    def gram(self) -> np.ndarray:
+        """The full symmetric ``XᵀX`` per group (only the upper triangle is accumulated)."""
+        return self.xtx + np.triu(self.xtx, 1).transpose(0, 2, 1)
+
     def squared_error(self, w: np.ndarray) -> float:
         """Σ‖X W_g − Y_g‖² over the groups, from the sums (``w`` [groups, unknowns, outputs])."""
         w = w.astype(np.float64)
-        quad = np.einsum("gkm,gkl,glm->", w, self.xtx, w)
+        quad = np.einsum("gkm,gkl,glm->", w, self.gram(), w, optimize=True)
         cross = np.einsum("gkm,gkm->", w, self.xty)
         return float(max(quad - 2 * cross + self.yy.sum(), 0.0))
 
@@ -58,8 +63,9 @@ class NormalEquations:
         """Ridge solution anchored at ``w0`` [groups, unknowns, outputs], λ = ridge · mean diag."""
         out = np.empty_like(self.xty)
         eye = np.eye(self.unknowns)
-        for g in range(len(self.xtx)):
-            a = self.xtx[g]
+        gram = self.gram()
+        for g in range(len(gram)):
+            a = gram[g]
             lam = ridge * max(float(np.mean(np.diag(a))), 1e-12)
             lhs, rhs = a + lam * eye, self.xty[g] + lam * w0[g]
             try:

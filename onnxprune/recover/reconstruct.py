@@ -24,7 +24,8 @@ from onnxprune.recover.im2col import conv_rows, conv_targets, sample_positions
 from onnxprune.recover.layers import RefitLayer, find_layers, refit_waves
 from onnxprune.recover.normal_eq import NormalEquations
 from onnxprune.recover.record import LayerRefit, RefitRecord, tensor_sha256
-from onnxprune.runtime import AnyBatchSession, available_providers
+from onnxprune.recover.stepper import Stepper
+from onnxprune.runtime import available_providers
 
 __all__ = ["reconstruct", "prefix_model", "calibration_images"]
 
@@ -142,25 +143,25 @@ def _write(layer: RefitLayer, w: np.ndarray, inits) -> dict[str, np.ndarray]:
 
 
 # --- waves ------------------------------------------------------------------------------------
-def _accumulate(wave, current, original, images, batch_size, per_image, seed, providers):
-    xs = list(dict.fromkeys(layer.x for layer in wave))
-    ys = list(dict.fromkeys(layer.y for layer in wave))
-    sp = AnyBatchSession(prefix_model(current, xs), providers)
-    so = AnyBatchSession(prefix_model(original, ys), providers)
+def _accumulate(wave, current, original, steppers, per_image, seed):
+    """Normal equations of every layer of ``wave``: inputs from ``current`` (earlier waves
+    refitted), targets from ``original``, both advanced one step."""
+    pruned_steps, original_steps = steppers
     inits = _inits(current)
     eqs = {}
     for layer in wave:
         w0 = current_weights(layer, inits)
         eqs[layer.y] = NormalEquations(w0.shape[0], w0.shape[1] - int(layer.fits_bias), w0.shape[2],
                                        layer.fits_bias)
-    for start in range(0, len(images), batch_size):
-        xb = images[start:start + batch_size]
-        px = dict(zip(sp.output_names, sp.run(xb)))
-        oy = dict(zip(so.output_names, so.run(xb)))
+    xs = list(dict.fromkeys(layer.x for layer in wave))
+    ys = list(dict.fromkeys(layer.y for layer in wave))
+    start = 0
+    for px, oy in zip(pruned_steps.step(current, xs), original_steps.step(original, ys)):
         for layer in wave:
             rng = np.random.default_rng([seed, start, layer.index])
             rows, targets = layer_rows(layer, px[layer.x], oy[layer.y], per_image, rng)
             eqs[layer.y].update(rows, targets)
+        start += len(px[xs[0]])
     return eqs
 
 
@@ -178,7 +179,7 @@ def _solve(layer, eq: NormalEquations, w0, images: int, ridge: float, weak_ridge
 
 
 def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, plan, data,
-                images: int | None = None, batch_size: int = 64, positions_per_image: int | None = 256,
+                images: int | None = None, batch_size: int = 64, positions_per_image: int | None = 64,
                 ridge: float = 1e-3, weak_ridge: float = 0.1, seed: int = 0,
                 provider: str = "cpu") -> tuple[onnx.ModelProto, RefitRecord]:
     """Refit the layers of ``pruned`` (the plan's structural rewrite of ``original``; ``analysis``
@@ -194,20 +195,31 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, pl
     record = RefitRecord(images=len(imgs), positions_per_image=positions_per_image, ridge=ridge, waves=len(waves))
     providers = available_providers(provider)
     log.info(f"reconstruct: {len(layers)} layers in {len(waves)} waves on {len(imgs)} images")
-    for wave in progress(waves, total=len(waves), desc="reconstruct", unit="waves", logger=log):
-        eqs = _accumulate(wave, current, original, imgs, batch_size, positions_per_image, seed, providers)
-        inits = _inits(current)
-        for layer in wave:
-            eq, w0 = eqs[layer.y], current_weights(layer, inits)
-            w, lam, warning = _solve(layer, eq, w0, len(imgs), ridge, weak_ridge)
-            before, after = eq.relative_error(w0), eq.relative_error(w)
-            new = _write(layer, w, inits)
-            for name, value in new.items():
-                inits[name].CopyFrom(numpy_helper.from_array(value, name))
-                record.initializers[name] = tensor_sha256(numpy_helper.to_array(inits[name]))
-            record.layers.append(LayerRefit(layer.label, layer.y, layer.op, sorted(new), eq.rows, eq.unknowns,
-                                            before, after, lam, warning))
-            log.debug(f"reconstruct: {layer.label}: relative error {before:.4g} -> {after:.4g}")
+    steppers = (Stepper(imgs, batch_size, providers), Stepper(imgs, batch_size, providers))
+    try:
+        for wave in progress(waves, total=len(waves), desc="reconstruct", unit="waves", logger=log):
+            _refit_wave(wave, current, original, steppers, record, len(imgs), positions_per_image, seed,
+                        ridge, weak_ridge)
+    finally:
+        for s in steppers:
+            s.close()
     record.seconds = time.perf_counter() - t0
     log.info(f"reconstruct: {len(layers)} layers refitted in {record.seconds:.1f} s")
     return current, record
+
+
+def _refit_wave(wave, current, original, steppers, record, n_images, per_image, seed, ridge, weak_ridge):
+    """Accumulate, solve and write back one wave; append its layers to ``record``."""
+    eqs = _accumulate(wave, current, original, steppers, per_image, seed)
+    inits = _inits(current)
+    for layer in wave:
+        eq, w0 = eqs[layer.y], current_weights(layer, inits)
+        w, lam, warning = _solve(layer, eq, w0, n_images, ridge, weak_ridge)
+        before, after = eq.relative_error(w0), eq.relative_error(w)
+        new = _write(layer, w, inits)
+        for name, value in new.items():
+            inits[name].CopyFrom(numpy_helper.from_array(value, name))
+            record.initializers[name] = tensor_sha256(numpy_helper.to_array(inits[name]))
+        record.layers.append(LayerRefit(layer.label, layer.y, layer.op, sorted(new), eq.rows, eq.unknowns,
+                                        before, after, lam, warning))
+        log.debug(f"reconstruct: {layer.label}: relative error {before:.4g} -> {after:.4g}")
