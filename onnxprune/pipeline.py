@@ -97,6 +97,8 @@ class PruneConfig:
             raise BudgetError(f"{alloc} allocation needs --weights concentration or nhsic")
         if self.recover not in ("reconstruct", "none"):
             raise BudgetError(f"unknown recovery {self.recover!r}: choose reconstruct or none")
+        if self.recover_images is not None and self.recover_images < 1:
+            raise BudgetError(f"--recover-images must be >= 1, got {self.recover_images}")
         if not 0 < self.min_keep <= 1:
             raise BudgetError(f"--min-keep must be in (0, 1], got {self.min_keep}")
 

@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import onnx
 
+from onnxprune.errors import OnnxPruneError
 from onnxprune.runtime import make_session, with_dynamic_batch
 
 __all__ = ["Stepper"]
@@ -87,7 +88,12 @@ class Stepper:
             if session is not None:
                 feeds = {i.name: (self.images[start:stop] if i.name == input_name else self.stored[i.name][start:stop])
                          for i in session.get_inputs()}
-                values = dict(zip(outputs, session.run(outputs, feeds)))
+                try:
+                    values = dict(zip(outputs, session.run(outputs, feeds)))
+                except Exception as exc:
+                    raise OnnxPruneError(f"reconstruct: onnxruntime cannot run the part of the model up to "
+                                         f"{', '.join(wanted[:2])} on a batch of {stop - start} "
+                                         f"({str(exc).splitlines()[0]}); prune with --recover none") from None
             for t in keep:
                 v = values[t]
                 if start == 0 and v.ndim and v.shape[0] == stop - start and v.dtype.kind == "f":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-from models import depthwise_bn_net, images, mlp, pruned, relative_error, resnet
+from recover_models import depthwise_bn_net, images, mlp, pruned, relative_error, resnet
 from onnxprune.recover import check_refit, reconstruct
 
 

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from models import images, pruned, resnet
+from recover_models import images, pruned, resnet
 from onnxprune.cli import main as cli_main
 from onnxprune.pipeline import PruneConfig, prune
 from onnxprune.recover import RefitRecord, check_refit, reconstruct

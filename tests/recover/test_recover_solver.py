@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from models import images, mlp, pruned, resnet
+from recover_models import images, mlp, pruned, resnet
 from onnx_builders import Net
 from onnxprune.analysis.groups import analyze
 from onnxprune.recover import reconstruct
