@@ -30,6 +30,7 @@ class RefitLayer:
     bias: str | None            # bias initializer refitted directly
     bn_mean: str | None         # conv without bias feeding a BatchNorm: the bias goes into its mean
     out_keep: np.ndarray        # kept output channels, positions in the original output
+    residual: tuple[str, str] | None = None   # (Add output, the Add's other input): see _residual
     geometry: ConvGeometry | None = None
     trans_a: bool = False
     trans_b: bool = False
@@ -79,6 +80,22 @@ def _bn_mean(model, node_index, y, users, inits) -> str | None:
     return mean if mean in inits and len(users.get(mean, [])) == 1 else None
 
 
+def _residual(model, y, users, inits, shapes) -> tuple[str, str] | None:
+    """A layer whose output only feeds a residual Add ``z = y + s`` is fitted to the original
+    ``z`` minus the pruned model's ``s``: the layer then also absorbs the error that the skip
+    path carries, so errors do not pile up along the residual stream."""
+    readers = users.get(y, [])
+    if len(readers) != 1 or y in {o.name for o in model.graph.output}:
+        return None
+    add = model.graph.node[readers[0][0]]
+    if add.op_type != "Add" or len(add.input) != 2:
+        return None
+    other = add.input[1 - readers[0][1]]
+    if other in inits or other == y or shapes(other) != shapes(y) or shapes(y) != shapes(add.output[0]):
+        return None
+    return add.output[0], other
+
+
 def _output_keep(analysis, y: str, kept, channels: int, axis: int) -> np.ndarray | None:
     lay = analysis.layouts.get(y)
     if lay is None or not lay.channels:
@@ -96,6 +113,13 @@ def find_layers(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, ke
     p_inits = {t.name: t for t in pruned.graph.initializer}
     users = _users(pruned)
     outputs = {o.name for o in pruned.graph.output}
+    known = {v.name: v for v in list(pruned.graph.value_info) + list(pruned.graph.output)}
+
+    def shapes(name):
+        t = known.get(name)
+        if t is None or not t.type.tensor_type.HasField("shape"):
+            return None
+        return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.type.tensor_type.shape.dim)
     layers = []
     for i, node in enumerate(pruned.graph.node):
         if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
@@ -132,6 +156,8 @@ def find_layers(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, ke
             layer.beta = float(attr(node, "beta") if attr(node, "beta") is not None else 1.0)
             if bias is not None and (numpy_helper.to_array(p_inits[bias]).size != out_ch or layer.beta == 0):
                 layer.bias = None
+        if node.op_type != "MatMul" and shapes(node.output[0]) is not None:
+            layer.residual = _residual(pruned, node.output[0], users, p_inits, shapes)
         layers.append(layer)
     return layers
 

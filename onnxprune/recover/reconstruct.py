@@ -101,6 +101,17 @@ def current_weights(layer: RefitLayer, inits) -> np.ndarray:
     return np.concatenate([w, b.reshape(w.shape[0], 1, w.shape[2])], axis=1)
 
 
+def _target(layer: RefitLayer, px: dict, oy: dict) -> np.ndarray:
+    """The original output, or for a residual layer the original sum minus the pruned skip input,
+    scattered back to the original channel positions so that ``out_keep`` selects it."""
+    if not layer.residual:
+        return oy[layer.y]
+    z, s = oy[layer.residual[0]], px[layer.residual[1]]
+    out = np.zeros_like(z)
+    out[:, layer.out_keep] = z[:, layer.out_keep] - s
+    return out
+
+
 def layer_rows(layer: RefitLayer, x: np.ndarray, y: np.ndarray, per_image: int | None,
                rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
     """(inputs [R, groups, K], targets [R, groups, M]) of one batch."""
@@ -153,13 +164,14 @@ def _accumulate(wave, current, original, steppers, per_image, seed):
         w0 = current_weights(layer, inits)
         eqs[layer.y] = NormalEquations(w0.shape[0], w0.shape[1] - int(layer.fits_bias), w0.shape[2],
                                        layer.fits_bias)
-    xs = list(dict.fromkeys(layer.x for layer in wave))
-    ys = list(dict.fromkeys(layer.y for layer in wave))
+    xs = list(dict.fromkeys([layer.x for layer in wave] + [layer.residual[1] for layer in wave if layer.residual]))
+    ys = list(dict.fromkeys(layer.residual[0] if layer.residual else layer.y for layer in wave))
     start = 0
-    for px, oy in zip(pruned_steps.step(current, xs), original_steps.step(original, ys)):
+    # strict: both generators run to their end, where each updates its frontier
+    for px, oy in zip(pruned_steps.step(current, xs), original_steps.step(original, ys), strict=True):
         for layer in wave:
             rng = np.random.default_rng([seed, start, layer.index])
-            rows, targets = layer_rows(layer, px[layer.x], oy[layer.y], per_image, rng)
+            rows, targets = layer_rows(layer, px[layer.x], _target(layer, px, oy), per_image, rng)
             eqs[layer.y].update(rows, targets)
         start += len(px[xs[0]])
     return eqs
