@@ -177,6 +177,11 @@ def refit_waves(model: onnx.ModelProto, layers: list[RefitLayer]) -> list[list[R
         mask = upstream.get(layer.x, 0)
         above = [wave_of[j] for j in range(n) if mask >> j & 1]
         wave_of[n] = 1 + max(above) if above else 0
+    for n, layer in enumerate(layers):     # the skip input must be final when this layer is fitted
+        if layer.residual:
+            mask = upstream.get(layer.residual[1], 0)
+            if any(mask >> j & 1 and wave_of[j] >= wave_of[n] for j in range(len(layers))):
+                layer.residual = None
     waves: list[list[RefitLayer]] = [[] for _ in range(max(wave_of.values(), default=-1) + 1)]
     for n, layer in enumerate(layers):
         waves[wave_of[n]].append(layer)

@@ -233,5 +233,6 @@ def _refit_wave(wave, current, original, steppers, record, n_images, per_image, 
             inits[name].CopyFrom(numpy_helper.from_array(value, name))
             record.initializers[name] = tensor_sha256(numpy_helper.to_array(inits[name]))
         record.layers.append(LayerRefit(layer.label, layer.y, layer.op, sorted(new), eq.rows, eq.unknowns,
-                                        before, after, lam, warning))
+                                        before, after, lam, warning,
+                                        "residual" if layer.residual else "output"))
         log.debug(f"reconstruct: {layer.label}: relative error {before:.4g} -> {after:.4g}")

@@ -40,6 +40,7 @@ class LayerRefit:
     error_after: float
     ridge: float
     warning: str | None = None
+    target: str = "output"     # "residual": fitted to the original Add output minus the pruned skip input
 
 
 @dataclass

@@ -31,6 +31,18 @@ def depthwise_bn_net() -> onnx.ModelProto:
     return n.model()
 
 
+def residual_net() -> onnx.ModelProto:
+    """Two blocks whose second conv feeds the residual Add directly (BatchNorm folded)."""
+    n = Net(seed=4)
+    x = n.input("x", ["N", 3, 12, 12])
+    s = n.relu(n.conv(x, 3, 8))
+    for _ in range(2):
+        y = n.conv(n.relu(n.conv(s, 8, 8)), 8, 8)
+        s = n.relu(n.node("Add", [s, y]))
+    n.head(s, 8)
+    return n.model()
+
+
 def mlp() -> onnx.ModelProto:
     """x[N,16] → Gemm(16→12) → Relu → Gemm(12→5)."""
     n = Net(seed=1)

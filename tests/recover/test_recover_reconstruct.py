@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-from recover_models import depthwise_bn_net, images, mlp, pruned, relative_error, resnet
+from recover_models import depthwise_bn_net, images, mlp, pruned, relative_error, residual_net, resnet
 from onnxprune.recover import check_refit, reconstruct
 
 
 # a linear refit cannot replace half of a 12-unit ReLU layer: the MLP's bound is looser
 @pytest.mark.parametrize("build,shape,factor", [(resnet, (3, 16, 16), 0.5), (depthwise_bn_net, (3, 12, 12), 0.5),
-                                                (mlp, (16,), 0.75)])
+                                                (residual_net, (3, 12, 12), 0.5), (mlp, (16,), 0.75)])
 def test_refit_reduces_output_error_on_calibration_and_held_out(build, shape, factor):
     model = build()
     analysis, plan, structural = pruned(model)
@@ -52,3 +52,14 @@ def test_weights_keep_dtype_and_other_initializers_are_untouched():
         assert value.dtype == before[t.name].dtype and value.shape == before[t.name].shape
         if t.name not in record.initializers:
             assert np.array_equal(value, before[t.name]), t.name
+
+
+def test_residual_layers_absorb_the_skip_error():
+    """The second conv of a block is fitted to the original sum minus the pruned skip input."""
+    model = residual_net()
+    analysis, plan, structural = pruned(model)
+    calib = images(128, (3, 12, 12))
+    refit, record = reconstruct(model, structural, analysis, plan, calib, positions_per_image=None)
+    assert {layer.target for layer in record.layers} == {"output", "residual"}
+    assert relative_error(refit, model, images(64, (3, 12, 12), seed=5)) < \
+        0.5 * relative_error(structural, model, images(64, (3, 12, 12), seed=5))
