@@ -5,8 +5,13 @@ output on calibration images matches the *unpruned* model's output at the same t
 pre-activation conv output; with BatchNorm folded that is the BN output). Layers are processed
 front to back in waves: a wave holds layers whose inputs do not depend on each other, its inputs
 come from the pruned model with every earlier wave already refitted (errors do not compound) and
-its targets from the original model. Each wave re-runs only the prefix of both graphs that it
-needs. The least-squares sums are accumulated batch by batch (:class:`NormalEquations`), so their
+its targets from the original model. Both models are stepped forward once over the images
+(:class:`~onnxprune.recover.stepper.Stepper`): a wave runs only the nodes between the previous
+frontier and its own tensors. A layer whose output only feeds a residual Add is fitted to the
+original sum minus the pruned skip input, so it also absorbs the error the skip path carries.
+Unfused BatchNorm keeps its statistics (the conv output it normalises is what is matched); a
+bias-free conv followed by BatchNorm gets its fitted bias folded into the BN running mean.
+The least-squares sums are accumulated batch by batch (:class:`NormalEquations`), so their
 memory does not grow with the number of images. Weights keep their dtype; the graph is unchanged.
 """
 from __future__ import annotations
