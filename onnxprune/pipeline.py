@@ -73,6 +73,8 @@ class PruneConfig:
     seed: int = 0
     verify: bool = True
     rtol: float = 1e-5
+    recover: str = "reconstruct"             # reconstruct (when calibration data is given) | none
+    recover_images: int | None = None        # calibration images for the refit (None: all given)
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
@@ -122,6 +124,10 @@ class PruneConfig:
             raise BudgetError(f"unknown criterion {crit!r}: choose {', '.join(sorted(DATA_CRITERIA | WEIGHT_CRITERIA))}")
         if alloc in ("convex", "linear") and weights not in ("concentration", "nhsic"):
             raise BudgetError(f"{alloc} allocation needs --weights concentration or nhsic")
+        if self.recover not in ("reconstruct", "none"):
+            raise BudgetError(f"unknown recovery {self.recover!r}: choose reconstruct or none")
+        if self.recover_images is not None and self.recover_images < 1:
+            raise BudgetError(f"--recover-images must be >= 1, got {self.recover_images}")
         if not 0 < self.min_keep <= 1:
             raise BudgetError(f"--min-keep must be in (0, 1], got {self.min_keep}")
 
@@ -343,7 +349,7 @@ class Pruner:
             check_calibration(model, data)
         self.config = config = self.config.with_default_method(data is not None)
         t0 = time.perf_counter()
-        self.model_ = model
+        self.model_, self.data_ = model, data
         self.analysis_ = analyze(model)
         self.cost_ = CostModel(self.analysis_)
         self.timings["analysis_s"] = time.perf_counter() - t0
@@ -399,7 +405,7 @@ class Pruner:
             requested["params_reduction"] = config.params_reduction
         if config.ratio is not None:
             requested["channel_ratio"] = config.ratio
-        settings = {k: v for k, v in asdict(config).items() if k not in ("verify", "rtol")}
+        settings = {k: v for k, v in asdict(config).items() if k not in ("verify", "rtol", "recover", "recover_images")}
         settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
                      "weights": weights}
         plan = Plan.build(
@@ -453,6 +459,9 @@ class Pruner:
                 raise VerificationError(
                     f"pruned model differs from the masked original at output '{bad[0].name}' "
                     f"(max abs {bad[0].max_abs:.3g}, rel {bad[0].max_rel:.3g}); nothing written")
+        if self.config.recover == "reconstruct" and getattr(self, "data_", None) is not None:
+            from onnxprune.recover.hook import refit_after_rewrite
+            pruned = refit_after_rewrite(self, model, pruned, plan)
         return PruneResult(pruned, plan, self.analysis_, report, dict(self.timings))
 
     def save(self, path) -> None:

@@ -97,6 +97,13 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split", help="sub-folder of --data to use when it holds several (e.g. train)")
     g.add_argument("--calib-images", type=int, default=256, metavar="N",
                    help="seeded sample of N calibration images")
+    g = p.add_argument_group("recovery (label-free, needs --data)")
+    g.add_argument("--recover", choices=["reconstruct", "none"], default="reconstruct",
+                   help="after the verified rewrite, refit every layer whose input lost channels so its output "
+                        "matches the unpruned model's on the calibration images (ridge least squares, no "
+                        "labels, no training; skipped without --data); 'none' keeps the one-shot weights")
+    g.add_argument("--recover-images", type=int, metavar="N",
+                   help="calibration images used by the refit (default: all --calib-images)")
 
 
 def round_to(value: str, target: str) -> int:
@@ -156,4 +163,7 @@ def run(args: argparse.Namespace) -> int:
     result = prune(model, config, data=data, provider=args.provider)
     save_outputs(result, args.model, out, plan_path)
     print(prune_summary(result, out, plan_path))
+    if result.plan.refit is not None:
+        from onnxprune.recover.record import refit_summary
+        print(refit_summary(result.plan.refit))
     return 0

@@ -62,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
     pruned = load_model(args.pruned)
     plan = Plan.load(plan_path)
     check_plan_fits(plan, plan_path, args.original, args.pruned)
+    if plan.refit is not None:   # the structure is proven on the rewrite before the refit
+        from onnxprune.recover.record import check_refit
+        check = check_refit(original, pruned, plan)
+        print(check.summary())
+        if not check.ok:
+            return 1
+        pruned = check.pre_refit
     report = compare(original, pruned, plan, feeds=_feeds(args.data, original, args.seed), rtol=args.rtol,
                      atol=args.atol, seed=args.seed)
     print(verify_table(report))

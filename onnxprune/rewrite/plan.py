@@ -85,6 +85,7 @@ class Plan:
     settings: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
+    refit: dict[str, Any] | None = None      # onnxprune.recover.RefitRecord.to_dict(), when refitted
 
     def kept(self) -> dict[int, np.ndarray]:
         """Kept indices of every group that loses at least one channel."""
@@ -103,9 +104,12 @@ class Plan:
         return cls(groups=groups, **info)
 
     def to_dict(self) -> dict:
-        return {"format": PLAN_FORMAT, "model_sha256": self.model_sha256,
-                "pruned_sha256": self.pruned_sha256, "settings": self.settings,
-                "budget": self.budget, "cost": self.cost, "groups": [g.to_dict() for g in self.groups]}
+        d = {"format": PLAN_FORMAT, "model_sha256": self.model_sha256, "pruned_sha256": self.pruned_sha256,
+             "settings": self.settings, "budget": self.budget, "cost": self.cost,
+             "groups": [g.to_dict() for g in self.groups]}
+        if self.refit is not None:
+            d["refit"] = self.refit
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
@@ -116,7 +120,8 @@ class Plan:
             raise PlanError(f"not an onnxprune plan (format {d.get('format')!r}, expected {PLAN_FORMAT!r})")
         return cls(groups=[GroupPlan.from_dict(g) for g in d["groups"]], model_sha256=d.get("model_sha256", ""),
                    pruned_sha256=d.get("pruned_sha256", ""),
-                   settings=d.get("settings", {}), budget=d.get("budget", {}), cost=d.get("cost", {}))
+                   settings=d.get("settings", {}), budget=d.get("budget", {}), cost=d.get("cost", {}),
+                   refit=d.get("refit"))
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
