@@ -69,7 +69,7 @@ def main() -> None:
             t0 = time.perf_counter()
             stages, note = {}, ""
             if method in OURS:
-                p = Pruner(PruneConfig(flops_reduction=budget, method=method, verify=True), progress=lambda s: None)
+                p = Pruner(PruneConfig(flops_reduction=budget, method=method, verify=True, recover="none"))
                 p.fit(teacher, calib, metrics=metrics_cache.get(method))
                 metrics_cache.setdefault(method, p.metrics_)
                 res = p.transform(teacher)

@@ -55,7 +55,7 @@ def main() -> None:
             t0 = time.perf_counter()
             note = ""
             if method in OURS:
-                cfg = PruneConfig(flops_reduction=budget, method=method, verify=True)
+                cfg = PruneConfig(flops_reduction=budget, method=method, verify=True, recover="none")
                 p = Pruner(cfg).fit(model, calib, metrics=metrics_cache.get(method))
                 metrics_cache[method] = p.metrics_
                 res = p.transform(model)

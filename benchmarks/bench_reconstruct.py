@@ -41,7 +41,7 @@ def one(model_path: str, method: str, budgets: list[float], calib_n: int) -> lis
     """Prune, score, refit, score at every budget, in this (fresh) process; the calibration
     metrics of the first budget are reused for the others, as ``b1_oneshot`` does."""
     from b1_common import ASSETS, jpeg_train, macs_params, preprocess
-    from onnxprune.data.core import load_dataset
+    from onnxprune.data import load_dataset
     from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, Pruner
     from onnxprune.recover import reconstruct

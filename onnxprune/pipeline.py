@@ -461,7 +461,7 @@ class Pruner:
                     f"(max abs {bad[0].max_abs:.3g}, rel {bad[0].max_rel:.3g}); nothing written")
         if self.config.recover == "reconstruct" and getattr(self, "data_", None) is not None:
             from onnxprune.recover.hook import refit_after_rewrite
-            pruned = refit_after_rewrite(self, model, pruned, plan)
+            pruned = refit_after_rewrite(self, self.model_, pruned, plan)
         return PruneResult(pruned, plan, self.analysis_, report, dict(self.timings))
 
     def save(self, path) -> None:

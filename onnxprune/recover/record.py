@@ -117,7 +117,7 @@ def _same_structure(a: onnx.ModelProto, b: onnx.ModelProto) -> list[str]:
 def check_refit(original: onnx.ModelProto, pruned: onnx.ModelProto, plan) -> RefitCheck:
     """Rebuild the structural rewrite from ``original`` + ``plan`` and check that ``pruned``
     equals it except the initializers in the plan's refit record, whose sha256 must match."""
-    from onnxprune.analysis.groups import analyze
+    from onnxprune.analysis import analyze
     from onnxprune.rewrite.apply import apply_plan
     record = RefitRecord.from_dict(plan.refit) if getattr(plan, "refit", None) else RefitRecord()
     pre = apply_plan(analyze(original), plan)

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 
 from onnx_builders import Net, small_resnet
-from onnxprune.analysis.groups import analyze
+from onnxprune.analysis import analyze
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.runtime import AnyBatchSession
 from onnxprune.verify.random_plans import random_plan

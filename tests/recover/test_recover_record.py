@@ -86,4 +86,11 @@ def test_cli_prune_then_verify_with_refit(tmp_path, capsys):
     t = next(t for t in m.graph.initializer if t.name == name)
     t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) + 0.5, name))
     onnx.save(m, out)
+    # the plan's hash of the pruned file catches the change first (exit 2: plan and model do not fit)
+    assert cli_main(["verify", str(model_path), str(out), "--plan", str(plan_path)]) == 2
+    # without that hash (a plan from an older version) the refit record itself catches it (exit 1)
+    plan = json.loads(plan_path.read_text())
+    plan.pop("pruned_sha256")
+    plan_path.write_text(json.dumps(plan))
+    capsys.readouterr()
     assert cli_main(["verify", str(model_path), str(out), "--plan", str(plan_path)]) == 1

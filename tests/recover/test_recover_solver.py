@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from recover_models import images, mlp, pruned, resnet
 from onnx_builders import Net
-from onnxprune.analysis.groups import analyze
+from onnxprune.analysis import analyze
 from onnxprune.recover import reconstruct
 from onnxprune.recover.normal_eq import NormalEquations
 from onnxprune.recover.reconstruct import prefix_model
