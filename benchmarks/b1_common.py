@@ -95,7 +95,7 @@ def pretrained_resnet56():
 def adapted_resnet56(log=print):
     """The pretrained ResNet-56 fine-tuned once on the JPEG train set (cached). Returns
     (model, info) where info records the recipe, the cache file and the adaptation time."""
-    from onnxprune.finetune.recipe import FinetuneConfig, finetune
+    from onnxprune.finetune import FinetuneConfig, finetune
     from onnxprune.model_io import load_model
     digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:12]
     recipe = hashlib.sha256(json.dumps(ADAPT, sort_keys=True).encode()).hexdigest()[:8]

@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     from b1_common import (adapted_resnet56, jpeg_train, macs_params, onnxsim_matched, pretrained_resnet56,
                            test_sets, top1_both)
-    from onnxprune.finetune.recipe import FinetuneConfig, finetune
+    from onnxprune.finetune import FinetuneConfig, finetune
     from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, Pruner
 

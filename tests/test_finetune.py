@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 from onnxprune.data import load_dataset  # noqa: E402
 from onnxprune.errors import DataError, OnnxPruneError  # noqa: E402
 from onnxprune.tools.evaluate import top1_accuracy  # noqa: E402
-from onnxprune.finetune.recipe import FinetuneConfig, finetune  # noqa: E402
+from onnxprune.finetune import FinetuneConfig, finetune  # noqa: E402
 from onnx_builders import Net  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ DDP_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_finetune import bn_free_net, CFG
     from onnxprune.data import load_dataset
-    from onnxprune.finetune.recipe import FinetuneConfig, finetune
+    from onnxprune.finetune import FinetuneConfig, finetune
     data = load_dataset({data!r}, shuffle=False)
     finetune(bn_free_net(), data, None, FinetuneConfig(**{{**CFG, "epochs": 2}}), {out!r})
 """)

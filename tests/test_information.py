@@ -106,7 +106,7 @@ def test_capture_rejects_nan():
 
 def test_cli_data_of_wrong_shape(tmp_path, capsys):
     import onnx
-    from onnxprune.cli.core import main
+    from onnxprune.cli import main
     path = tmp_path / "m.onnx"
     onnx.save(small_resnet(), path)
     np.savez(tmp_path / "d.npz", x=np.zeros((8, 5, 16, 16), np.uint8), y=np.zeros(8, np.uint8))
