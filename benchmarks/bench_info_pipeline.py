@@ -28,6 +28,8 @@ from models.export import export_model
 from onnxprune.data import Preprocess, load_dataset
 from onnxprune.model_io import load_model
 from onnxprune.pipeline import PruneConfig, Pruner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the model zoo (models/)
 tmp = Path(tempfile.mkdtemp())
 weights = str(assets / "pretrained" / "cifar10-resnet56-4bfd9763.th") if name == "resnet56" else None
 export_model(name, tmp / "m.onnx", exporter="legacy", bn="folded", weights=weights)

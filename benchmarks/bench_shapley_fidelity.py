@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the model zoo (models/)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
