@@ -382,8 +382,7 @@ class Pruner:
         self.timings["scoring_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.full_ = {"macs": self.cost_.macs(), "params": self.cost_.params()}
-        self.allocation_ = self._allocate(data)
-        self.kept_ = select_all(self.analysis_, self.allocation_, self.scores_)
+        self._allocate_in_steps(data)
         self.timings["allocation_s"] = time.perf_counter() - t0
         return self
 
@@ -392,6 +391,28 @@ class Pruner:
         from onnxprune.latency.hooks import latency_setup
         self.latency_, self.config, self.latency_steps_ = latency_setup(model, self.analysis_, self.config,
                                                                           self.timings)
+
+    def _allocate_in_steps(self, data) -> None:
+        """Allocate; per-group latency steps that cannot land the MACs/params budget within a point
+        (or at all) give way to finer steps (16 -> 8 -> 1)."""
+        from onnxprune.latency.hooks import OVERSHOOT, overshoot, relaxed_steps
+        relax = bool(self.latency_steps_) and self.config.latency_reduction is None
+        while True:
+            finer = relaxed_steps(self.config.round_to) if relax else None
+            try:
+                self.allocation_ = self._allocate(data)
+                self.kept_ = select_all(self.analysis_, self.allocation_, self.scores_)
+                achieved = {"macs": self.cost_.macs(self.kept_), "params": self.cost_.params(self.kept_)}
+                over = overshoot(self.config, self.full_, achieved)
+                if finer is None or over <= OVERSHOOT:
+                    return
+                why = f"overshoot the budget by {100 * over:.1f} points"
+            except BudgetError as exc:
+                if finer is None:
+                    raise
+                why = f"cannot meet the budget ({exc})"
+            log.info("channel steps %s; trying finer steps", why)
+            self.config = dataclasses.replace(self.config, round_to=finer)
 
     def _allocate(self, data) -> dict[int, int]:
         config = self.config

@@ -107,10 +107,11 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                    help="seeded sample of N calibration images")
 
 
-def round_to(value: str | None, target: str) -> int | str:
-    """--round-to N, 'auto' (the target's block multiple) or, when not given, 'latency' (per group)."""
+def round_to(value: str | None, target: str, ratio: float | None = None) -> int | str:
+    """--round-to N, 'auto' (the target's block multiple) or, when not given, 'latency' (per-group
+    steps) for a MACs/params/latency budget and 1 for --ratio."""
     if value is None:
-        return "latency"
+        return 1 if ratio is not None else "latency"
     if str(value).lower() == "auto":
         from onnxprune.runtime import preferred_channel_multiple
         n, why = preferred_channel_multiple(target)
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if plan_path.resolve() == out.resolve():
         raise OnnxPruneError(f"{plan_path}: the plan path is the model output path; pick another --plan")
     check_outputs(args, plan_path, source=args.model)
-    config = config_from_namespace(PruneConfig, args, round_to=round_to(args.round_to, args.target))
+    config = config_from_namespace(PruneConfig, args, round_to=round_to(args.round_to, args.target, args.ratio))
     config.validate()
     model = load_input_model(args.model, args)
     data = calibration(args, model) if config.needs_data or args.data else None

@@ -166,6 +166,8 @@ def grid(geo: Geometry, blocks: tuple[int, ...]) -> list[tuple[int, int]]:
     for cls in classes:
         ins = _axis_points(geo.cin, cls, classes, mult) if geo.vary_in else [geo.cin]
         outs = _axis_points(geo.cout, cls, classes, mult) if geo.vary_out else [geo.cout]
+        if not ins or not outs:
+            continue
         if geo.kind == "dw":
             pts = [(n, n) for n in ins]
         elif geo.vary_in and geo.vary_out:
