@@ -2,10 +2,9 @@
 
 For a group of C channels and a candidate step m (the engine's block multiples, largest first) with
 C >= 2m and C a multiple of m, the latency of the layers that depend on the group (the others at full
-width) is read from the tables at C - m (on the grid) and at counts between the grid points
-(C - m/2 and C - 1). When none of those in-between counts is faster than C - m (less a small
-tolerance), latency is a staircase in steps of m: counts between grid points buy no time and m is the
-group's step. Else the next smaller block is tried, and 1 (exact counts) is the fallback, so a group
+width) is read from the tables at C and at counts between C and the grid point below it (C - m/2,
+C - 1). When none of those in-between counts is faster than C (less a small tolerance), latency is a
+staircase in steps of m: removing fewer than m channels buys no time, and m is the group's step. Else the next smaller block is tried, and 1 (exact counts) is the fallback, so a group
 with fewer than 2·m channels (e.g. ResNet-56's 16-channel stage on an AVX-512 CPU) stays prunable.
 """
 from __future__ import annotations
@@ -16,7 +15,7 @@ from onnxprune.latency.model import LatencyModel
 
 __all__ = ["StepChoice", "channel_steps", "staircase_step"]
 
-STAIRCASE_TOL = 0.02     # an in-between count must be this much faster than the grid point to count
+STAIRCASE_TOL = 0.02     # an in-between count must be this much faster than the full width to count
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,12 @@ def staircase_step(channels: int, blocks: tuple[int, ...], time_at) -> tuple[int
     for m in blocks:
         if channels < 2 * m or channels % m:
             continue
-        on_grid = time_at(channels - m)
+        on_grid = time_at(channels)
         between = sorted({channels - m // 2, channels - 1} - {channels - m, channels})
         fastest = min(time_at(n) for n in between) if between else on_grid
         if fastest >= on_grid * (1 - STAIRCASE_TOL):
-            return m, (f"{channels - m} channels: {1e3 * on_grid:.3f} ms; between grid points at best "
-                       f"{1e3 * fastest:.3f} ms")
+            return m, (f"{channels} channels: {1e3 * on_grid:.3f} ms; {channels - m + 1}..{channels - 1} "
+                       f"at best {1e3 * fastest:.3f} ms")
     return 1, "no block step gives a staircase (or the group is narrower than two blocks)"
 
 
