@@ -78,6 +78,7 @@ class PruneConfig:
     seed: int = 0
     verify: bool = True
     rtol: float = 1e-5
+    simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
@@ -450,7 +451,7 @@ class Pruner:
             requested["channel_ratio"] = config.ratio
         if config.latency_reduction is not None:
             requested["latency_reduction"] = config.latency_reduction
-        settings = {k: v for k, v in asdict(config).items() if k not in ("verify", "rtol")}
+        settings = {k: v for k, v in asdict(config).items() if k not in ("verify", "rtol", "simplify")}
         settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
                      "weights": weights}
         plan = Plan.build(
@@ -498,6 +499,9 @@ class Pruner:
         plan = self.plan()
         t0 = time.perf_counter()
         pruned = apply_plan(self.analysis_, plan)
+        if self.config.simplify:
+            from onnxprune.rewrite.simplify import simplify
+            pruned, _ = simplify(pruned)
         self.timings["rewrite_s"] = time.perf_counter() - t0
         report = None
         if self.config.verify:
