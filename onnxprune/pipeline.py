@@ -51,17 +51,22 @@ class PruneConfig:
     ``method`` picks a preset for allocation / criterion / weights; any of the three given
     explicitly overrides the preset. With none of method / allocation / criterion given the preset
     is ``uniform-l1`` (data-free); :meth:`Pruner.fit` picks ``infoconc`` when calibration data is
-    given (see :meth:`with_default_method`). ``round_to`` is one channel multiple for every group or
-    a mapping group id -> multiple.
+    given (see :meth:`with_default_method`). ``round_to`` is one channel multiple for every group,
+    a mapping group id -> multiple, or ``"latency"``: per group, the step the ``target`` engine runs
+    fast at ``batch`` (measured, see onnxprune.latency.steps). ``latency_reduction`` is a budget on
+    the latency predicted from tables measured on the ``target`` engine at ``batch``.
     """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
     params_reduction: float | None = None    # fraction of parameters to remove
     ratio: float | None = None               # fraction of channels removed from every group
+    latency_reduction: float | None = None   # fraction of predicted latency (target, batch) to remove
+    target: str = "cpu"                      # latency engine: cpu | cuda | tensorrt
+    batch: int = 1                           # batch size the latency is measured at
     method: str | None = None                # infoconc | itpruner | uniform-l1 | uniform-hrank
     allocation: str | None = None            # uniform | global | convex | linear
     criterion: str | None = None             # l1 | l2 | fpgm | random | hrank | shapley
     weights: str | None = None               # concentration | nhsic (convex/linear allocation)
-    round_to: int | Mapping[int, int] = 1    # kept channel counts are multiples of this (per group)
+    round_to: int | Mapping[int, int] | str = 1   # multiples of this (per group), or "latency"
     min_keep: float = 0.1                    # convex/linear: no group below this keep-ratio
     beta: float = 500.0                      # ITPruner's β in α = exp(-β s̃)
     fusion: str = "geometric"                # rank/entropy fusion: geometric | harmonic | convex
@@ -75,6 +80,7 @@ class PruneConfig:
     rtol: float = 1e-5
     recover: str = "reconstruct"             # reconstruct (when calibration data is given) | none
     recover_images: int | None = None        # calibration images for the refit (None: all given)
+    simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
@@ -101,20 +107,27 @@ class PruneConfig:
         return crit in DATA_CRITERIA or alloc in ("convex", "linear")
 
     def validate(self) -> None:
-        given = [x for x in (self.flops_reduction, self.params_reduction, self.ratio) if x is not None]
+        given = [x for x in (self.flops_reduction, self.params_reduction, self.ratio, self.latency_reduction)
+                 if x is not None]
         if len(given) == 0:
-            raise BudgetError("give a budget: --flops-reduction F, --params-reduction F or --ratio R")
-        for name in ("flops_reduction", "params_reduction", "ratio"):
+            raise BudgetError("give a budget: --flops-reduction F, --params-reduction F, --latency-reduction F "
+                              "or --ratio R")
+        for name in ("flops_reduction", "params_reduction", "ratio", "latency_reduction"):
             v = getattr(self, name)
             if v is not None and not (0.0 <= v < 1.0):
                 raise BudgetError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
         if self.ratio is not None and len(given) > 1:
             raise BudgetError("--ratio sets every group's ratio; it cannot be combined with a reduction budget")
+        if self.target not in ("cpu", "cuda", "tensorrt"):
+            raise BudgetError(f"--target must be cpu, cuda or tensorrt, got {self.target!r}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise BudgetError(f"--batch must be a positive integer, got {self.batch!r}")
         try:
-            resolve_multiples(self.round_to, self.round_to.keys() if isinstance(self.round_to, Mapping) else [0])
+            if self.round_to != "latency":
+                resolve_multiples(self.round_to, self.round_to.keys() if isinstance(self.round_to, Mapping) else [0])
         except BudgetError:
             raise BudgetError(f"--round-to must be a positive integer (or a mapping group -> positive "
-                              f"integer), got {self.round_to!r}") from None
+                              f"integer, or 'latency'), got {self.round_to!r}") from None
         if self.method is not None and self.method not in METHODS:
             raise BudgetError(f"unknown method {self.method!r}: choose {', '.join(METHODS)}")
         alloc, crit, weights = self.resolved()
@@ -201,6 +214,8 @@ class Pruner:
         self.metrics_: dict = {}
         self.notes: list[str] = []
         self.choice_: Choice | None = None
+        self.latency_ = None
+        self.latency_steps_: dict = {}
 
     @property
     def settings(self) -> dict:
@@ -264,7 +279,11 @@ class Pruner:
         exact cost of the channels the selection keeps."""
         def exact(c):
             kept = select_all(self.analysis_, c, self.scores_)
-            return {"macs": self.cost_.macs(kept), "params": self.cost_.params(kept)}
+            out = {"macs": self.cost_.macs(kept), "params": self.cost_.params(kept)}
+            if self.config.latency_reduction is not None:
+                from onnxprune.latency.hooks import exact_latency
+                out["latency"] = exact_latency(problem, self.latency_, c, kept)
+            return out
         return repair(problem, counts, ExactCosts(problem, exact), fill="smallest-first", trade=True)
 
     def _pruned_outputs(self, counts: Mapping[int, int], images: np.ndarray) -> list[np.ndarray]:
@@ -357,6 +376,7 @@ class Pruner:
                  len(self.analysis_.prunable))
         if not self.analysis_.prunable:
             raise BudgetError("no channel group can be pruned in this model (run `onnxprune analyze` to see why)")
+        self._latency_setup(model)
         if metrics is not None:
             self.metrics_ = metrics
         elif config.needs_data:
@@ -369,10 +389,37 @@ class Pruner:
         self.timings["scoring_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.full_ = {"macs": self.cost_.macs(), "params": self.cost_.params()}
-        self.allocation_ = self._allocate(data)
-        self.kept_ = select_all(self.analysis_, self.allocation_, self.scores_)
+        self._allocate_in_steps(data)
         self.timings["allocation_s"] = time.perf_counter() - t0
         return self
+
+    def _latency_setup(self, model) -> None:
+        """The latency model when a latency budget or per-group steps need one (``latency_``)."""
+        from onnxprune.latency.hooks import latency_setup
+        self.latency_, self.config, self.latency_steps_ = latency_setup(model, self.analysis_, self.config,
+                                                                          self.timings)
+
+    def _allocate_in_steps(self, data) -> None:
+        """Allocate; per-group latency steps that cannot land the MACs/params budget within a point
+        (or at all) give way to finer steps (16 -> 8 -> 1)."""
+        from onnxprune.latency.hooks import OVERSHOOT, overshoot, relaxed_steps
+        relax = bool(self.latency_steps_) and self.config.latency_reduction is None
+        while True:
+            finer = relaxed_steps(self.config.round_to) if relax else None
+            try:
+                self.allocation_ = self._allocate(data)
+                self.kept_ = select_all(self.analysis_, self.allocation_, self.scores_)
+                achieved = {"macs": self.cost_.macs(self.kept_), "params": self.cost_.params(self.kept_)}
+                over = overshoot(self.config, self.full_, achieved)
+                if finer is None or over <= OVERSHOOT:
+                    return
+                why = f"overshoot the budget by {100 * over:.1f} points"
+            except BudgetError as exc:
+                if finer is None:
+                    raise
+                why = f"cannot meet the budget ({exc})"
+            log.info("channel steps %s; trying finer steps", why)
+            self.config = dataclasses.replace(self.config, round_to=finer)
 
     def _allocate(self, data) -> dict[int, int]:
         config = self.config
@@ -381,6 +428,9 @@ class Pruner:
             return ratio_counts(self.analysis_, config.ratio, config.round_to)
         problem = budget_problem(self.analysis_, self.cost_, flops_reduction=config.flops_reduction,
                                  params_reduction=config.params_reduction, round_to=config.round_to)
+        if config.latency_reduction is not None:
+            from onnxprune.latency.hooks import with_latency_budget
+            problem = with_latency_budget(problem, self.latency_, config.latency_reduction)
         check_feasible(problem)
         if alloc in ("convex", "linear") and data is not None:
             return self._select_allocation(problem, data, alloc)
@@ -405,7 +455,10 @@ class Pruner:
             requested["params_reduction"] = config.params_reduction
         if config.ratio is not None:
             requested["channel_ratio"] = config.ratio
-        settings = {k: v for k, v in asdict(config).items() if k not in ("verify", "rtol", "recover", "recover_images")}
+        if config.latency_reduction is not None:
+            requested["latency_reduction"] = config.latency_reduction
+        settings = {k: v for k, v in asdict(config).items()
+                    if k not in ("verify", "rtol", "recover", "recover_images")}
         settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
                      "weights": weights}
         plan = Plan.build(
@@ -414,6 +467,7 @@ class Pruner:
                     "achieved": {"macs_reduction": 1 - achieved["macs"] / self.full_["macs"],
                                  "params_reduction": 1 - achieved["params"] / self.full_["params"]},
                     "notes": list(self.notes),
+                    **({"latency": self._latency_record()} if self.latency_ is not None else {}),
                     **({"allocation_choice": self.choice_.to_dict()} if self.choice_ else {})},
             cost={"unit": "MACs per image; FLOPs = 2 x MACs",
                   "macs": {"original": self.full_["macs"], "pruned": achieved["macs"]},
@@ -426,6 +480,10 @@ class Pruner:
                 gp.metrics = {k: v for k, v in m.to_dict().items()
                               if k not in ("channel_rank", "channel_entropy", "shapley", "group")}
         return plan
+
+    def _latency_record(self) -> dict:
+        from onnxprune.latency.hooks import latency_record
+        return latency_record(self.latency_, self.kept_, self.config, self.latency_steps_)
 
     @property
     def allocation_choice_(self) -> str | None:
@@ -448,6 +506,9 @@ class Pruner:
         plan = self.plan()
         t0 = time.perf_counter()
         pruned = apply_plan(self.analysis_, plan)
+        if self.config.simplify:
+            from onnxprune.rewrite.simplify import simplify
+            pruned, _ = simplify(pruned)
         self.timings["rewrite_s"] = time.perf_counter() - t0
         report = None
         if self.config.verify:

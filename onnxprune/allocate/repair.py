@@ -134,19 +134,34 @@ def _steps(n, ch, mult, floors):
     return lower, lower >= floors, higher, n < ch
 
 
+_MAX_JUMP = 8            # shrink: when no single step lowers an exceeded cost, try up to this many
+
+
+def _shrink_scores(n, costs, w, mult, floors, violated, jump):
+    """(lower, score) for lowering every group by ``jump`` multiples."""
+    lower = (n - 1) // mult * mult - (jump - 1) * mult
+    ok = lower >= floors
+    d = costs.step_deltas(n, lower, ok)
+    red = sum(-d[b] / costs.fulls[b] for b in violated)
+    loss = w * np.log(n / np.where(ok, lower, n))
+    return lower, np.where(ok & (red > 0), red / loss, -np.inf)    # loss 0 (weight 0) -> inf
+
+
 def _shrink(n, costs, w, ch, mult, floors):
+    """One step down at a time; a cost that is a staircase (measured latency: a count off the
+    engine's block grid can run slower than the grid count above it) may need several steps at
+    once, up to ``_MAX_JUMP``."""
     with np.errstate(divide="ignore", invalid="ignore"):
         while True:
             vals = costs.values(n)
             violated = np.flatnonzero(vals > costs.limits)
             if violated.size == 0:
                 return n
-            lower, ok, _, _ = _steps(n, ch, mult, floors)
-            d = costs.step_deltas(n, lower, ok)
-            red = sum(-d[b] / costs.fulls[b] for b in violated)
-            loss = w * np.log(n / np.where(ok, lower, n))
-            score = np.where(ok & (red > 0), red / loss, -np.inf)    # loss 0 (weight 0) -> inf
-            if not (score > -np.inf).any():
+            for jump in range(1, _MAX_JUMP + 1):
+                lower, score = _shrink_scores(n, costs, w, mult, floors, violated, jump)
+                if (score > -np.inf).any():
+                    break
+            else:
                 raise costs.out_of_reach(n)
             i = int(np.argmax(score))                                # first maximum: lowest group id
             n = n.copy()

@@ -18,6 +18,7 @@ EXAMPLES = """
   onnxprune prune model.onnx -o small.onnx --params-reduction 0.4 --round-to 8 --criterion l2
   onnxprune prune model.onnx -o small.onnx --flops-reduction 0.5 --method infoconc --data train/ --norm imagenet
   onnxprune prune model.onnx -o small.onnx --ratio 0.3 --round-to auto   # channel multiples this CPU runs fast
+  onnxprune prune model.onnx -o small.onnx --latency-reduction 0.4 --batch 64   # measured latency budget
 """
 
 
@@ -52,14 +53,21 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                    help="remove this fraction of channels from every prunable group")
     g.add_argument("--params-reduction", type=float, metavar="F",
                    help="remove this fraction of parameters (may be combined with --flops-reduction)")
-    g.add_argument("--round-to", default="1", metavar="N|auto",
-                   help="keep channel counts that are multiples of N; 'auto' picks what the --target "
-                        "engine runs fastest (16 on AVX-512 CPUs, 8 on AVX2 CPUs and GPUs). Exact counts "
-                        "(1) meet the MACs budget most closely, but onnxruntime's CPU kernels only turn "
-                        "fewer MACs into less time at block multiples. A group of N channels or fewer "
-                        "cannot be pruned: for nets with 16-channel layers use 8")
+    g.add_argument("--latency-reduction", type=float, metavar="F",
+                   help="remove this fraction of the latency predicted on --target at --batch from layer "
+                        "tables measured on this machine (cached; may be combined with MACs/params budgets)")
+    g.add_argument("--round-to", default=None, metavar="N|auto",
+                   help="keep channel counts that are multiples of N; 'auto' picks one multiple for every "
+                        "group (16 on AVX-512 CPUs, 8 on AVX2 CPUs and GPUs). Default: per group, the step "
+                        "the --target engine runs fast, chosen from measured latency tables (16-channel "
+                        "groups stay prunable). 1: exact counts, which meet the MACs budget most closely "
+                        "but on CPU rarely run faster")
     g.add_argument("--target", choices=["cpu", "cuda", "tensorrt"], default="cpu",
-                   help="the engine the pruned model will run on, for --round-to auto (cpu: this machine)")
+                   help="the engine the pruned model will run on (cpu: this machine's onnxruntime CPU)")
+    g.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="batch size the latency tables and the speed-up are measured at")
+    g.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="skip timing the pruned model against the original after pruning")
 
 
 def _method_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,8 +114,11 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                    help="calibration images used by the refit (default: all --calib-images)")
 
 
-def round_to(value: str, target: str) -> int:
-    """--round-to N, or 'auto': the channel multiple the target engine runs fastest."""
+def round_to(value: str | None, target: str, ratio: float | None = None) -> int | str:
+    """--round-to N, 'auto' (the target's block multiple) or, when not given, 'latency' (per-group
+    steps) for a MACs/params/latency budget and 1 for --ratio."""
+    if value is None:
+        return 1 if ratio is not None else "latency"
     if str(value).lower() == "auto":
         from onnxprune.runtime import preferred_channel_multiple
         n, why = preferred_channel_multiple(target)
@@ -147,6 +158,26 @@ def save_outputs(result, source: str, out: Path, plan_path: Path) -> None:
         raise
 
 
+def measure_speedup(model, result, config) -> None:
+    """Time both models interleaved on the target; log the speed-up next to the MACs ideal and
+    record it in the plan (budget.latency.measured)."""
+    from onnxprune.latency.measure import measure_pair
+    from onnxprune.latency.table import TargetError, engine_for
+    try:
+        engine = engine_for(config.target)
+    except TargetError as exc:
+        log.info("onnxprune: speed-up not measured (%s)", exc)
+        return
+    got = measure_pair(model, result.model, engine, config.batch)
+    cost = result.plan.cost.get("macs", {})
+    ideal = cost["original"] / cost["pruned"] if cost.get("pruned") else float("nan")
+    log.info("onnxprune: measured speed-up %.2fx at batch %d on %s (%.2f -> %.2f ms); ideal 1/(1-MACs cut) "
+             "%.2fx", got["speedup"], config.batch, config.target, 1e3 * got["original_s"],
+             1e3 * got["pruned_s"], ideal)
+    rec = result.plan.budget.setdefault("latency", {"target": config.target, "batch": config.batch})
+    rec["measured"] = {**got, "reduction": 1 - got["pruned_s"] / got["original_s"], "ideal_speedup": ideal}
+
+
 def run(args: argparse.Namespace) -> int:
     from onnxprune.pipeline import PruneConfig, prune
     from onnxprune.tools.report import prune_summary
@@ -155,12 +186,14 @@ def run(args: argparse.Namespace) -> int:
     if plan_path.resolve() == out.resolve():
         raise OnnxPruneError(f"{plan_path}: the plan path is the model output path; pick another --plan")
     check_outputs(args, plan_path, source=args.model)
-    config = config_from_namespace(PruneConfig, args, round_to=round_to(args.round_to, args.target))
+    config = config_from_namespace(PruneConfig, args, round_to=round_to(args.round_to, args.target, args.ratio))
     config.validate()
     model = load_input_model(args.model, args)
     data = calibration(args, model) if config.needs_data or args.data else None
     log.info("onnxprune: pruning %s", args.model)
     result = prune(model, config, data=data, provider=args.provider)
+    if args.measure:
+        measure_speedup(model, result, config)
     save_outputs(result, args.model, out, plan_path)
     print(prune_summary(result, out, plan_path))
     if result.plan.refit is not None:

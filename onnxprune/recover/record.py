@@ -121,6 +121,9 @@ def check_refit(original: onnx.ModelProto, pruned: onnx.ModelProto, plan) -> Ref
     from onnxprune.rewrite.apply import apply_plan
     record = RefitRecord.from_dict(plan.refit) if getattr(plan, "refit", None) else RefitRecord()
     pre = apply_plan(analyze(original), plan)
+    if plan.settings.get("simplify", False):      # the same clean-up the prune step ran after the rewrite
+        from onnxprune.rewrite.simplify import simplify
+        pre, _ = simplify(pre)
     problems = _same_structure(pre, pruned)
     ia, ib = _initializers(pre), _initializers(pruned)
     if set(ia) != set(ib):
