@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field, asdict
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import onnx
@@ -198,12 +198,10 @@ class Pruner:
     Fitted attributes: ``analysis_``, ``cost_``, ``metrics_`` (group → GroupMetrics),
     ``scores_`` (group → channel scores), ``allocation_`` (group → kept count), ``kept_``,
     ``choice_`` (the candidate allocation chosen with calibration data, or None).
-    Progress goes to the ``onnxprune.pipeline`` logger; ``progress`` is accepted for
-    compatibility and ignored.
+    Progress goes to the ``onnxprune.pipeline`` logger (see :mod:`onnxprune.log`).
     """
 
-    def __init__(self, config: PruneConfig, progress: Callable[[str], None] | None = None,
-                 provider: str = "auto", calib_batch_mb: float = 256.0,
+    def __init__(self, config: PruneConfig, provider: str = "auto", calib_batch_mb: float = 256.0,
                  rank_images: int = 256, hsic_images: int = 256, shapley_images: int = 128) -> None:
         config.validate()
         self.config = config
@@ -536,7 +534,7 @@ class Pruner:
 
 
 def prune(model: onnx.ModelProto, config: PruneConfig, data=None,
-          progress: Callable[[str], None] | None = None, **kwargs) -> PruneResult:
-    """Prune ``model`` under ``config`` (see :class:`Pruner`). ``progress`` is accepted for
-    compatibility and ignored: stage messages go to the ``onnxprune.pipeline`` logger."""
+          **kwargs) -> PruneResult:
+    """Prune ``model`` under ``config`` (see :class:`Pruner`); stage messages go to the
+    ``onnxprune.pipeline`` logger."""
     return Pruner(config, **kwargs).fit(model, data).transform()

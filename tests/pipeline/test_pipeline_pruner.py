@@ -81,11 +81,10 @@ def test_save_records_the_run_settings(tmp_path):
     assert saved["settings"]["provider_used"] and saved["config"]["method"] == "uniform-hrank"
 
 
-def test_prune_accepts_progress_and_per_group_multiples():
+def test_prune_per_group_multiples():
     model = small_resnet()
-    seen = []
     ids = [g.id for g in Pruner(PruneConfig(flops_reduction=0.3)).fit(model).analysis_.prunable]
-    result = prune(model, PruneConfig(flops_reduction=0.3, round_to={ids[0]: 4}), progress=seen.append)
+    result = prune(model, PruneConfig(flops_reduction=0.3, round_to={ids[0]: 4}))
     g0 = next(g for g in result.plan.groups if g.id == ids[0])
     assert len(g0.kept) % 4 == 0 and result.report.ok
     assert result.plan.budget["achieved"]["macs_reduction"] >= 0.3
