@@ -75,7 +75,7 @@ def _method_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=["infoconc", "itpruner", "uniform-l1", "uniform-hrank"],
                    help="preset: infoconc = information-concentration allocation + Shapley channels "
                         "(needs --data); itpruner = nHSIC allocation + L1 (needs --data); "
-                        "uniform-l1 (used when none is given); uniform-hrank (needs --data)")
+                        "uniform-l1 (data-free); uniform-hrank (needs --data). Default: infoconc when --data is given, else uniform-l1")
     g.add_argument("--allocation", choices=["uniform", "global", "convex", "linear"],
                    help="uniform: one keep-ratio for every group; global: rank all channels by their "
                         "per-group normalised score; convex: maximise Σ w log x under the budget "
