@@ -188,6 +188,9 @@ def check_calibration(model: onnx.ModelProto, data) -> None:
                         f"{type(data).__name__} (model input '{model.graph.input[0].name}')")
     if isinstance(data, np.ndarray) and len(data) == 0:
         raise DataError(f"calibration data is empty (model input '{model.graph.input[0].name}')")
+    if isinstance(data, np.ndarray):    # raw pixels, NHWC, wrong size or dtype: one message naming the input
+        from onnxprune.data import as_model_batch
+        as_model_batch(data, _input_shape(model), model.graph.input[0].name, source="calibration data")
     check_against_input(data, _input_shape(model), model.graph.input[0].name, source="calibration data")
 
 

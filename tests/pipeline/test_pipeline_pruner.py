@@ -104,3 +104,13 @@ def test_face_detector_choice_reads_boxes_and_scores(assets):
     distances = {k: v["distance"] for k, v in choice["candidates"].items()}
     assert all(d > 0 for d in distances.values()) and len(set(distances.values())) == len(distances)
     assert distances[choice["chosen"]] == min(distances.values())
+
+
+def test_fit_names_the_input_for_raw_nhwc_pixels():
+    """Raw uint8 NHWC images at the API boundary: one DataError naming the input and the fixes."""
+    from onnxprune.errors import DataError
+    pixels = np.random.default_rng(0).integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(DataError) as err:
+        Pruner(PruneConfig(flops_reduction=0.3)).fit(small_resnet(), pixels)
+    msg = str(err.value)
+    assert "'input'" in msg and "raw pixels" in msg and "transpose(0, 3, 1, 2)" in msg and "\n" not in msg
