@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from onnxprune.errors import PlanError
 
-__all__ = ["ModelEdit", "splice_mul"]
+__all__ = ["ModelEdit", "splice_mul", "keep_io_declarations"]
 
 
 class ModelEdit:
@@ -199,3 +199,37 @@ def splice_mul(edit: ModelEdit, index: int, k: int, factor: np.ndarray | ir.Valu
     product = edit.node_before(index, "Mul", [tensor, factor], name + "ed", dtype)
     edit.replace_input(index, k, product)
     return product
+
+
+def _io_values(graph: onnx.GraphProto) -> dict[str, onnx.ValueInfoProto]:
+    inits = {t.name for t in graph.initializer}
+    return {vi.name: vi for vi in list(graph.input) + list(graph.output) if vi.name not in inits}
+
+
+def keep_io_declarations(model: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the graph inputs and outputs (initializers aside) declared exactly as in
+    ``source``: symbolic dims stay symbolic, even where shape inference or an ``--input-shape``
+    made them concrete. Inferred value_info is recomputed from the restored inputs."""
+    declared = _io_values(source.graph)
+    mine = _io_values(model.graph)
+    if all(n not in declared or vi.type == declared[n].type for n, vi in mine.items()):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+
+    def restore() -> None:
+        for name, vi in _io_values(out.graph).items():
+            if name in declared:
+                vi.type.CopyFrom(declared[name].type)
+
+    restore()
+    kept = {vi.name for vi in source.graph.value_info}
+    values = [vi for vi in out.graph.value_info if vi.name in kept]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(values)
+    try:
+        out = onnx.shape_inference.infer_shapes(out, strict_mode=False)
+    except Exception:       # the declarations alone are still right
+        pass
+    restore()
+    return out
