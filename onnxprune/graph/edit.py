@@ -44,17 +44,11 @@ class ModelEdit:
     # --- types ----------------------------------------------------------------------------
     def _type_map(self) -> dict[str, tuple[int, int | None]]:
         if self._types is None:
-            if self._view is not None:
-                v = self._view
-                self._types = {n: (v.dtypes.get(n, 0), None if s is None else len(s)) for n, s in v.shapes.items()}
-            else:
-                g = onnx.shape_inference.infer_shapes(self._source).graph
-                self._types = {}
-                for vi in list(g.input) + list(g.value_info) + list(g.output):
-                    t = vi.type.tensor_type
-                    self._types[vi.name] = (t.elem_type, len(t.shape.dim) if t.HasField("shape") else None)
-                for t in g.initializer:
-                    self._types[t.name] = (t.data_type, len(t.dims))
+            if self._view is None:      # shapes inference leaves unknown come from one run
+                from onnxprune.graph.view import GraphView
+                self._view = GraphView(self._source)
+            v = self._view
+            self._types = {n: (v.dtypes.get(n, 0), None if s is None else len(s)) for n, s in v.shapes.items()}
         return self._types
 
     def dtype(self, tensor: str) -> int:

@@ -13,6 +13,9 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from onnxprune.errors import AnalysisError
+from onnxprune.log import get_logger
+
+log = get_logger(__name__)
 
 __all__ = ["GraphView", "node_label", "fix_input_shapes"]
 
@@ -69,6 +72,7 @@ class GraphView:
         for name, t in self.initializers.items():
             self.shapes[name] = list(t.dims)
             self.dtypes[name] = t.data_type
+        self._fill_unknown_shapes()
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self._constant_nodes: dict[str, onnx.NodeProto] = {}
@@ -85,6 +89,52 @@ class GraphView:
         self.graph_outputs = [o.name for o in self.graph.output]
         self.opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self._const_cache: dict[str, np.ndarray | None] = {}
+
+    # --- shapes inference leaves unknown ----------------------------------------------------
+    def _unknown_tensors(self) -> list[str]:
+        """Node outputs whose shape (batch axis aside) shape inference left unknown."""
+        out = []
+        for node in self.model.graph.node:
+            for name in node.output:
+                s = self.shapes.get(name)
+                if name and (s is None or any(d is None for d in s[1:])):
+                    out.append(name)
+        return out
+
+    def _static_inputs(self) -> bool | None:
+        """None when an input has a dynamic dim besides axis 0; else whether axis 0 is symbolic."""
+        symbolic = False
+        inits = {t.name for t in self.model.graph.initializer}
+        for vi in self.model.graph.input:
+            if vi.name in inits:
+                continue
+            dims = _dims(vi)
+            if dims is None or any(d is None for d in dims[1:]):
+                return None
+            symbolic |= bool(dims) and dims[0] is None
+        return symbolic
+
+    def _fill_unknown_shapes(self) -> None:
+        """Where shape inference stops (a computed Split/Slice in a legacy export, say), one
+        onnxruntime run at the static input shape (batch 1 for a symbolic batch, which stays
+        symbolic here) reads the shapes of the tensors it left unknown."""
+        names = self._unknown_tensors()
+        symbolic = self._static_inputs() if names else None
+        if not names or symbolic is None:
+            return
+        observed = _observed_shapes(self.model, names, self.dtypes)
+        for name, (shape, dtype) in observed.items():
+            known = self.shapes.get(name)
+            if known is not None and len(known) == len(shape):
+                shape = [k if k is not None else d for k, d in zip(known, shape)]
+                if symbolic and shape:
+                    shape[0] = known[0]
+            elif symbolic and shape:
+                shape[0] = None
+            self.shapes[name] = list(shape)
+            self.dtypes.setdefault(name, dtype)
+            if not self.dtypes[name]:
+                self.dtypes[name] = dtype
 
     # --- constants -------------------------------------------------------------------------
     def is_constant(self, name: str) -> bool:
@@ -165,6 +215,31 @@ class GraphView:
 
     def label(self, idx: int) -> str:
         return node_label(self.nodes[idx], idx)
+
+
+def _observed_shapes(model: onnx.ModelProto, names: list[str],
+                     dtypes: dict[str, int]) -> dict[str, tuple[list[int], int]]:
+    """{tensor: (shape, dtype)} from one onnxruntime run of ``model`` on seeded random inputs
+    (batch 1) with ``names`` exposed as outputs; empty when the model does not run."""
+    from onnxprune.runtime import make_session, random_inputs
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in have:
+            if dtypes.get(name):
+                probe.graph.output.append(onnx.helper.make_tensor_value_info(name, dtypes[name], None))
+            else:
+                probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    try:
+        session = make_session(probe, quiet=True)
+        feeds = random_inputs(model, seed=0, batch=1)
+        outs = session.run(names, feeds)
+    except Exception as exc:    # shapes stay unknown; the analysis says where they are needed
+        log.debug("shape probe run failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return {}
+    return {n: (list(np.shape(v)), onnx.helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype))
+            for n, v in zip(names, outs)}
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
