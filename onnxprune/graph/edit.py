@@ -123,14 +123,15 @@ class ModelEdit:
         initializers; forget the value_info of intermediate tensors and initializers (shape
         inference writes it again); initializers that were graph inputs (IR < 4) stay graph
         inputs, with their new shapes."""
+        in_subgraphs = self._subgraph_reads()
         while True:
             dead = [n for n in self.graph if n.op_type in dead_ops and n.outputs
-                    and not any(o.uses() or o.is_graph_output() for o in n.outputs)]
+                    and not any(o.uses() or o.is_graph_output() or o.name in in_subgraphs for o in n.outputs)]
             if not dead:
                 break
             self.graph.remove(dead, safe=True)
         for name, v in list(self.graph.initializers.items()):
-            if not v.uses() and not v.is_graph_output():
+            if not v.uses() and not v.is_graph_output() and name not in in_subgraphs:
                 self.graph.initializers.pop(name)
         if self._initializer_inputs:
             keep = [v for v in self.graph.inputs if not v.is_initializer() and v.name not in self._dropped_inputs()]
@@ -139,6 +140,20 @@ class ModelEdit:
             for v in self.graph.initializers.values():
                 v.type, v.shape = ir.TensorType(v.const_value.dtype), ir.Shape(v.const_value.shape)
         self.forget_shapes()
+
+    def _subgraph_reads(self) -> set[str]:
+        """Names the If/Loop/Scan bodies of the edited graph read from the top level."""
+        reads: set[str] = set()
+        defined: set[str] = set()
+        for node in ir.traversal.RecursiveGraphIterator(self.graph):
+            if node.graph is self.graph:
+                continue
+            reads.update(v.name for v in node.inputs if v is not None)
+            defined.update(v.name for v in node.outputs)
+            defined.update(v.name for v in node.graph.inputs)
+            defined.update(node.graph.initializers)
+            reads.update(v.name for v in node.graph.outputs)
+        return reads - defined
 
     def forget_shapes(self) -> None:
         """Drop the value_info of intermediate tensors (shape inference writes it again)."""

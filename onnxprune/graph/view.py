@@ -17,7 +17,7 @@ from onnxprune.log import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["GraphView", "node_label", "fix_input_shapes"]
+__all__ = ["GraphView", "node_label", "fix_input_shapes", "subgraph_reads"]
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
@@ -30,6 +30,41 @@ def _dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
     if not t.HasField("shape"):
         return None
     return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def _outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names a (sub)graph reads from its enclosing scopes."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {t.name for t in graph.sparse_initializer}
+    reads: set[str] = set()
+    for node in graph.node:
+        reads.update(i for i in node.input if i)
+        for sub in _subgraphs(node):
+            reads |= _outer_reads(sub)
+        defined.update(o for o in node.output if o)
+    reads.update(o.name for o in graph.output)
+    return reads - defined
+
+
+def subgraph_reads(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """{tensor of ``graph``: indices of its nodes (If/Loop/Scan) whose subgraphs read it}."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for idx, node in enumerate(graph.node):
+        for sub in _subgraphs(node):
+            for name in _outer_reads(sub):
+                if idx not in out[name]:
+                    out[name].append(idx)
+    return dict(out)
 
 
 def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
@@ -85,6 +120,7 @@ class GraphView:
                     self.producer[name] = idx
             if node.op_type == "Constant" and node.output:
                 self._constant_nodes[node.output[0]] = node
+        self.subgraph_reads = subgraph_reads(self.graph)
         self.graph_inputs = [i.name for i in self.graph.input if i.name not in self.initializers]
         self.graph_outputs = [o.name for o in self.graph.output]
         self.opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
