@@ -118,12 +118,24 @@ def calibration(args: argparse.Namespace, model):
         raise OnnxPruneError("this method needs calibration images: pass --data PATH "
                              "(.npy/.npz, an image folder, a .tar.gz of one, or CIFAR-10 batches)")
     import onnxprune.data as data
+    check_single_input(model, args.model)
     ds = data.load_dataset(args.data, data.preprocess_from_namespace(args), limit=args.calib_images,
                            seed=args.seed, split=args.split)
     name, shape = input_dims(model)
     data.check_against_input(ds, shape, name, source=args.data)
     log.info("  calibration: %d images from %s", len(ds), args.data)
     return ds
+
+
+def check_single_input(model, path: str) -> None:
+    """Calibration images feed one input: a model with several (say an image and a scale, or
+    token ids) is refused before any work, with the data-free criteria named."""
+    inits = {t.name for t in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in inits]
+    if len(names) > 1:
+        raise OnnxPruneError(f"{path}: the model has {len(names)} inputs ({', '.join(names)}); calibration "
+                             f"images can feed only a single-input model: prune it data-free "
+                             f"(--criterion l1|l2|fpgm|random with --allocation uniform|global)")
 
 
 def save_outputs(result, source: str, out: Path, plan_path: Path) -> None:

@@ -23,7 +23,7 @@ from random_cnn import Case, export_case
 
 FP16_RTOL = 2.0 ** -10     # one fp16 ulp at the output's largest magnitude
 
-__all__ = ["Outcome", "run_case", "io_signature", "prunable_shares", "ExportCache"]
+__all__ = ["Outcome", "run_case", "io_signature", "prunable_shares", "ExportCache", "shape_refusal"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Outcome:
     macs: float = 0.0
     prunable_macs: float = 0.0
     blocks: list[str] = field(default_factory=list)
+    shape_hint: bool = False
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -139,6 +140,15 @@ def check_pruned(original: onnx.ModelProto, out: Path, plan_path: Path, seed: in
     return None
 
 
+SHAPE_WORDS = ("static spatial sizes", "unknown; cannot", "--input-shape")
+
+
+def shape_refusal(outcome: Outcome) -> bool:
+    """A refusal for want of shapes on a model whose input shape was known (static or given)."""
+    known = not outcome.case.dynamic or outcome.shape_hint
+    return outcome.status == "refused" and known and any(w in outcome.reason for w in SHAPE_WORDS)
+
+
 def run_case(case: Case, cache: ExportCache, workdir: Path, shape_hint: bool | None = None) -> Outcome:
     """Export (cached), prune through the CLI code path, check the result."""
     from onnxprune.cli.main import build_parser
@@ -149,9 +159,11 @@ def run_case(case: Case, cache: ExportCache, workdir: Path, shape_hint: bool | N
     original = onnx.load(str(src))
     if shape_hint is None:
         shape_hint = case.dynamic and case.seed % 2 == 0
-    out = Path(workdir) / f"pruned-{abs(hash(case)) % 10**10}.onnx"
+    workdir = Path(workdir) / f"case-{abs(hash(case)) % 10**10}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / "pruned.onnx"
     plan_path = out.with_suffix(".plan.json")
-    outcome = Outcome(case, "passed")
+    outcome = Outcome(case, "passed", shape_hint=shape_hint)
     try:
         hints = {"input": [1, 3, case.hw, case.hw]} if case.dynamic else None
         outcome.groups, outcome.prunable_groups, outcome.macs, outcome.prunable_macs = \
@@ -161,8 +173,9 @@ def run_case(case: Case, cache: ExportCache, workdir: Path, shape_hint: bool | N
             args.func(args)
     except OnnxPruneError as exc:
         outcome.status, outcome.reason = "refused", str(exc)
-        if out.exists() or plan_path.exists():
-            outcome.status, outcome.reason = "failed", f"refused but wrote files: {exc}"
+        if any(workdir.iterdir()):
+            outcome.status = "failed"
+            outcome.reason = f"refused but left files {sorted(p.name for p in workdir.iterdir())}: {exc}"
         return outcome
     except Exception as exc:
         tb = traceback.extract_tb(exc.__traceback__)[-1]
@@ -178,4 +191,7 @@ def run_case(case: Case, cache: ExportCache, workdir: Path, shape_hint: bool | N
         outcome.status, outcome.reason = "failed", problem
     out.unlink(missing_ok=True)
     plan_path.unlink(missing_ok=True)
+    left = sorted(p.name for p in workdir.iterdir())
+    if left and outcome.status == "passed":
+        outcome.status, outcome.reason = "failed", f"stray files left: {left}"
     return outcome
