@@ -49,6 +49,7 @@ def summarize(outcomes, args, seconds: float) -> dict:
         "prunable_group_share": sum(o.prunable_groups for o in analysed) / groups if groups else 0.0,
         "prunable_macs_share": sum(o.prunable_macs for o in analysed) / macs if macs else 0.0,
         "failures": [o.to_dict() for o in outcomes if o.status == "failed"],
+        "refusals": [{"case": o.case.describe(), "reason": o.reason} for o in outcomes if o.status == "refused"],
         "export_failures": [o.to_dict() for o in outcomes if o.status == "export-failed"],
     }
 

@@ -166,7 +166,13 @@ def with_source_io(result, source, fixed, config, seed: int):
     if config.verify:
         feeds = random_inputs(fixed, seed=seed)
         feeds = {name: _with_source_batch(x, source, name) for name, x in feeds.items()}
-        report = compare(source, model, result.plan, feeds=feeds, rtol=config.rtol)
+        try:
+            report = compare(source, model, result.plan, feeds=feeds, rtol=config.rtol)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"the pruned model does not run at another batch size than the --input-shape one "
+                f"(a shape computed from the input was rewritten as a constant); nothing written. "
+                f"Prune an export with a static batch instead. ({str(exc)[:160]})") from None
         if not report.ok:
             bad = next(o for o in report.outputs if not o.ok)
             raise VerificationError(

@@ -122,3 +122,21 @@ def test_input_shape_naming_no_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'image'" in err and "inputs: x" in err
     assert not out.exists()
+
+
+def test_input_shape_that_bakes_the_batch_is_refused_not_written(tmp_path, capsys):
+    """Seed 2004 (channel Slice, then a channel shuffle whose Reshape target is computed from the
+    input's Shape): with --input-shape the target folds with batch 1; a model that would only run
+    at that batch is refused, with nothing written."""
+    src, out = tmp_path / "dyn.onnx", tmp_path / "small.onnx"
+    export_case(Case(seed=2004, hw=16, opset=20, dynamic=True), src)
+    code = main(["prune", str(src), "-o", str(out), "--flops-reduction", "0.65", "--allocation", "global",
+                 "--criterion", "random", "--input-shape", "input=1x3x16x16", "-q"])
+    err = capsys.readouterr().err.strip()
+    if code == 0:       # pruned: then it must run at any batch, with its symbolic batch kept
+        pruned = onnx.load(out)
+        assert not pruned.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")
+        assert main(["verify", str(src), str(out), "-q"]) == 0
+    else:
+        assert code == 2 and len(err.splitlines()) == 1 and "another batch size" in err
+        assert not out.exists() and not out.with_suffix(".plan.json").exists()
