@@ -57,7 +57,8 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
 
 def add_input_shape_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", type=parse_input_shape, metavar="NAME=1x3xHxW",
-                        help="fix a dynamic input shape, e.g. input=1x3x224x224 (repeatable, one per input)")
+                        help="sizes of a dynamic input for the analysis, e.g. input=1x3x224x224 (repeatable, "
+                             "one per input); the written model keeps its own input/output shapes")
 
 
 def input_shapes(args: argparse.Namespace) -> dict[str, list[int]]:

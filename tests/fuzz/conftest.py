@@ -1,4 +1,4 @@
-"""The fuzz tests' ``slow`` marker: skipped unless selected (``-m slow``) or ONNXPRUNE_SLOW=1."""
+"""The fuzz tests' ``slow`` marker: skipped unless selected (``-m slow``) or ONNXPRUNE_SLOW_TESTS=1."""
 from __future__ import annotations
 
 import os
@@ -7,13 +7,13 @@ import pytest
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long parametrizations, run with -m slow or ONNXPRUNE_SLOW=1")
+    config.addinivalue_line("markers", "slow: long parametrizations, run with -m slow or ONNXPRUNE_SLOW_TESTS=1")
 
 
 def pytest_collection_modifyitems(config, items):
-    if "slow" in (config.getoption("-m") or "") or os.environ.get("ONNXPRUNE_SLOW") == "1":
+    if "slow" in (config.getoption("-m") or "") or os.environ.get("ONNXPRUNE_SLOW_TESTS") == "1":
         return
-    skip = pytest.mark.skip(reason="slow: run with -m slow or ONNXPRUNE_SLOW=1")
+    skip = pytest.mark.skip(reason="slow: run with -m slow or ONNXPRUNE_SLOW_TESTS=1")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
