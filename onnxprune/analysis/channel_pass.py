@@ -108,12 +108,21 @@ class ChannelPass:
         for lay in touched:
             self.block(lay, reason, idx)
 
+    def block_subgraph_reads(self, idx: int) -> None:
+        """Tensors read inside this node's subgraphs (If/Loop/Scan bodies) are consumed where the
+        pass does not look: their groups cannot be pruned."""
+        for name, readers in self.v.subgraph_reads.items():
+            if idx in readers and name in self.layouts:
+                op = self.v.nodes[idx].op_type
+                self.block(self.layouts[name], f"'{name}' is read inside a subgraph of {op}", idx)
+
     # --- dispatch -------------------------------------------------------------------------
     def run(self) -> None:
         for idx, node in enumerate(self.v.nodes):
             if node.domain not in ("", "ai.onnx"):
                 self.unknown(idx, node, f"custom-domain op {node.domain}::{node.op_type}")
                 continue
+            self.block_subgraph_reads(idx)
             op = node.op_type
             if op in HARMLESS:
                 continue

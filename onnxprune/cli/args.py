@@ -15,8 +15,8 @@ from onnxprune.errors import OnnxPruneError
 
 __all__ = ["HelpFormatter", "add_command", "add_input_shape_argument", "add_provider_argument",
            "add_output_arguments", "add_overwrite_argument", "add_verbosity_arguments",
-           "parse_input_shape", "input_shapes", "load_input_model", "check_outputs", "plan_path_for",
-           "config_from_namespace", "verbosity", "need", "input_dims"]
+           "parse_input_shape", "input_shapes", "load_input_model", "fixed_input_model", "check_outputs", "plan_path_for",
+           "config_from_namespace", "verbosity", "need", "input_dims", "check_runtime_support"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -57,18 +57,49 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
 
 def add_input_shape_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", action="append", type=parse_input_shape, metavar="NAME=1x3xHxW",
-                        help="fix a dynamic input shape, e.g. input=1x3x224x224 (repeatable, one per input)")
+                        help="sizes of a dynamic input for the analysis, e.g. input=1x3x224x224 (repeatable, "
+                             "one per input); the written model keeps its own input/output shapes")
 
 
 def input_shapes(args: argparse.Namespace) -> dict[str, list[int]]:
     return dict(getattr(args, "input_shape", None) or [])
 
 
-def load_input_model(path: str | Path, args: argparse.Namespace):
-    """Load ``path`` and fix the input shapes given with ``--input-shape``."""
-    from onnxprune.graph.view import fix_input_shapes
+def load_input_model(path: str | Path, args: argparse.Namespace, fix_shapes: bool = True):
+    """Load ``path``, check that onnxruntime can run its opset / IR version, and (with
+    ``fix_shapes``) fix the input shapes given with ``--input-shape``."""
     from onnxprune.model_io import load_model
     model = load_model(path)
+    check_runtime_support(model, str(path))
+    return fixed_input_model(model, args) if fix_shapes else model
+
+
+_VERSION_WORDS = ("opset", "ir version", "ValidateOpsetForDomain")
+
+
+def check_runtime_support(model, path: str) -> None:
+    """A one-line error, before any work, when onnxruntime cannot run the model's opset or IR
+    version (pruning is verified by running the model)."""
+    import onnxruntime as ort
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset < 7:
+        raise OnnxPruneError(f"{path}: ai.onnx opset {opset}; onnxruntime {ort.__version__} runs opset 7 "
+                             "and newer (convert it with onnx.version_converter)")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        text = str(exc)
+        if any(w.lower() in text.lower() for w in _VERSION_WORDS):
+            raise OnnxPruneError(f"{path}: onnxruntime {ort.__version__} cannot run this model (IR version "
+                                 f"{model.ir_version}, opset {opset}): {text.splitlines()[0][-160:]}") from None
+
+
+def fixed_input_model(model, args: argparse.Namespace):
+    """``model`` with the ``--input-shape`` sizes on its inputs (the model itself when none given)."""
+    from onnxprune.graph.view import fix_input_shapes
     shapes = input_shapes(args)
     return fix_input_shapes(model, shapes) if shapes else model
 

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from onnxprune.cli.args import add_command, add_verbosity_arguments, add_input_shape_argument, add_output_arguments, \
-    add_provider_argument, check_outputs, config_from_namespace, input_dims, load_input_model, \
-    plan_path_for
+    add_provider_argument, check_outputs, config_from_namespace, fixed_input_model, input_dims, \
+    load_input_model, plan_path_for
 from onnxprune.data import add_preprocess_arguments
 from onnxprune.errors import BudgetError, OnnxPruneError
 from onnxprune.log import get_logger
@@ -136,12 +136,24 @@ def calibration(args: argparse.Namespace, model):
         raise OnnxPruneError("this method needs calibration images: pass --data PATH "
                              "(.npy/.npz, an image folder, a .tar.gz of one, or CIFAR-10 batches)")
     import onnxprune.data as data
+    check_single_input(model, args.model)
     ds = data.load_dataset(args.data, data.preprocess_from_namespace(args), limit=args.calib_images,
                            seed=args.seed, split=args.split)
     name, shape = input_dims(model)
     data.check_against_input(ds, shape, name, source=args.data)
     log.info("  calibration: %d images from %s", len(ds), args.data)
     return ds
+
+
+def check_single_input(model, path: str) -> None:
+    """Calibration images feed one input: a model with several (say an image and a scale, or
+    token ids) is refused before any work, with the data-free criteria named."""
+    inits = {t.name for t in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in inits]
+    if len(names) > 1:
+        raise OnnxPruneError(f"{path}: the model has {len(names)} inputs ({', '.join(names)}); calibration "
+                             f"images can feed only a single-input model: prune it data-free "
+                             f"(--criterion l1|l2|fpgm|random with --allocation uniform|global)")
 
 
 def save_outputs(result, source: str, out: Path, plan_path: Path) -> None:
@@ -178,6 +190,57 @@ def measure_speedup(model, result, config) -> None:
     rec["measured"] = {**got, "reduction": 1 - got["pruned_s"] / got["original_s"], "ideal_speedup": ideal}
 
 
+def with_source_io(result, source, fixed, config, seed: int):
+    """--input-shape informs the analysis only: the written model keeps the source's input and
+    output declarations (symbolic dims included), checked again against the masked source at a
+    batch other than the one analysed."""
+    import dataclasses
+    from onnxprune.errors import VerificationError
+    from onnxprune.graph.edit import keep_io_declarations
+    from onnxprune.runtime import random_inputs
+    from onnxprune.verify.oracle import compare
+    model = keep_io_declarations(result.model, source)
+    report = result.report
+    if config.verify and result.plan.refit is not None:
+        # refitted weights differ from the masked original by design (the structure was proven
+        # before the refit); here only check that the written model runs at the other batch size
+        from onnxprune.runtime import make_session
+        feeds = {name: _with_source_batch(x, source, name) for name, x in random_inputs(fixed, seed=seed).items()}
+        try:
+            make_session(model).run(None, feeds)
+        except Exception as exc:
+            raise VerificationError(
+                f"the pruned model does not run at another batch size than the --input-shape one "
+                f"(a shape computed from the input was rewritten as a constant); nothing written. "
+                f"({str(exc).splitlines()[0][:160] if str(exc) else exc})") from None
+    elif config.verify:
+        feeds = random_inputs(fixed, seed=seed)
+        feeds = {name: _with_source_batch(x, source, name) for name, x in feeds.items()}
+        try:
+            report = compare(source, model, result.plan, feeds=feeds, rtol=config.rtol)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"the pruned model does not run at another batch size than the --input-shape one "
+                f"(a shape computed from the input was rewritten as a constant); nothing written. "
+                f"Prune an export with a static batch instead. ({str(exc)[:160]})") from None
+        if not report.ok:
+            bad = next(o for o in report.outputs if not o.ok)
+            raise VerificationError(
+                f"pruned model differs from the masked original at output '{bad.name}' at batch "
+                f"{next(iter(feeds.values())).shape[0]} (max abs {bad.max_abs:.3g}); nothing written")
+    return dataclasses.replace(result, model=model, report=report)
+
+
+def _with_source_batch(x, source, name: str):
+    """``x`` repeated to batch 2 when the source's input ``name`` has a symbolic batch dim."""
+    import numpy as np
+    vi = next((v for v in source.graph.input if v.name == name), None)
+    dims = vi.type.tensor_type.shape.dim if vi is not None else []
+    if len(dims) and not dims[0].HasField("dim_value") and x.ndim and x.shape[0] == 1:
+        return np.concatenate([x, -x[:, ::-1] if x.ndim > 1 else -x])
+    return x
+
+
 def run(args: argparse.Namespace) -> int:
     from onnxprune.pipeline import PruneConfig, prune
     from onnxprune.tools.report import prune_summary
@@ -188,10 +251,13 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, plan_path, source=args.model)
     config = config_from_namespace(PruneConfig, args, round_to=round_to(args.round_to, args.target, args.ratio))
     config.validate()
-    model = load_input_model(args.model, args)
+    source = load_input_model(args.model, args, fix_shapes=False)
+    model = fixed_input_model(source, args)
     data = calibration(args, model) if config.needs_data or args.data else None
     log.info("onnxprune: pruning %s", args.model)
     result = prune(model, config, data=data, provider=args.provider)
+    if model is not source:
+        result = with_source_io(result, source, model, config, args.seed)
     if args.measure:
         measure_speedup(model, result, config)
     save_outputs(result, args.model, out, plan_path)

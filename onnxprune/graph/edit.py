@@ -23,7 +23,7 @@ import onnx_ir as ir
 from onnxprune.errors import PlanError
 from onnxprune.graph.view import node_label
 
-__all__ = ["ModelEdit", "splice_mul"]
+__all__ = ["ModelEdit", "splice_mul", "keep_io_declarations"]
 
 
 class ModelEdit:
@@ -47,17 +47,11 @@ class ModelEdit:
     # --- types ----------------------------------------------------------------------------
     def _type_map(self) -> dict[str, tuple[int, int | None]]:
         if self._types is None:
-            if self._view is not None:
-                v = self._view
-                self._types = {n: (v.dtypes.get(n, 0), None if s is None else len(s)) for n, s in v.shapes.items()}
-            else:
-                g = onnx.shape_inference.infer_shapes(self._source).graph
-                self._types = {}
-                for vi in list(g.input) + list(g.value_info) + list(g.output):
-                    t = vi.type.tensor_type
-                    self._types[vi.name] = (t.elem_type, len(t.shape.dim) if t.HasField("shape") else None)
-                for t in g.initializer:
-                    self._types[t.name] = (t.data_type, len(t.dims))
+            if self._view is None:      # shapes inference leaves unknown come from one run
+                from onnxprune.graph.view import GraphView
+                self._view = GraphView(self._source)
+            v = self._view
+            self._types = {n: (v.dtypes.get(n, 0), None if s is None else len(s)) for n, s in v.shapes.items()}
         return self._types
 
     def dtype(self, tensor: str) -> int:
@@ -223,14 +217,15 @@ class ModelEdit:
         initializers; forget the value_info of intermediate tensors and initializers (shape
         inference writes it again); initializers that were graph inputs (IR < 4) stay graph
         inputs, with their new shapes."""
+        in_subgraphs = self._subgraph_reads()
         while True:
             dead = [n for n in self.graph if n.op_type in dead_ops and n.outputs
-                    and not any(o.uses() or o.is_graph_output() for o in n.outputs)]
+                    and not any(o.uses() or o.is_graph_output() or o.name in in_subgraphs for o in n.outputs)]
             if not dead:
                 break
             self.graph.remove(dead, safe=True)
         for name, v in list(self.graph.initializers.items()):
-            if not v.uses() and not v.is_graph_output():
+            if not v.uses() and not v.is_graph_output() and name not in in_subgraphs:
                 self.graph.initializers.pop(name)
         if self._initializer_inputs:
             keep = [v for v in self.graph.inputs if not v.is_initializer() and v.name not in self._dropped_inputs()]
@@ -239,6 +234,20 @@ class ModelEdit:
             for v in self.graph.initializers.values():
                 v.type, v.shape = ir.TensorType(v.const_value.dtype), ir.Shape(v.const_value.shape)
         self.forget_shapes()
+
+    def _subgraph_reads(self) -> set[str]:
+        """Names the If/Loop/Scan bodies of the edited graph read from the top level."""
+        reads: set[str] = set()
+        defined: set[str] = set()
+        for node in ir.traversal.RecursiveGraphIterator(self.graph):
+            if node.graph is self.graph:
+                continue
+            reads.update(v.name for v in node.inputs if v is not None)
+            defined.update(v.name for v in node.outputs)
+            defined.update(v.name for v in node.graph.inputs)
+            defined.update(node.graph.initializers)
+            reads.update(v.name for v in node.graph.outputs)
+        return reads - defined
 
     def forget_shapes(self) -> None:
         """Drop the value_info of intermediate tensors (shape inference writes it again)."""
@@ -299,3 +308,37 @@ def splice_mul(edit: ModelEdit, index: int, k: int, factor: np.ndarray | ir.Valu
     product = edit.node_before(index, "Mul", [tensor, factor], name + "ed", dtype)
     edit.replace_input(index, k, product)
     return product
+
+
+def _io_values(graph: onnx.GraphProto) -> dict[str, onnx.ValueInfoProto]:
+    inits = {t.name for t in graph.initializer}
+    return {vi.name: vi for vi in list(graph.input) + list(graph.output) if vi.name not in inits}
+
+
+def keep_io_declarations(model: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the graph inputs and outputs (initializers aside) declared exactly as in
+    ``source``: symbolic dims stay symbolic, even where shape inference or an ``--input-shape``
+    made them concrete. Inferred value_info is recomputed from the restored inputs."""
+    declared = _io_values(source.graph)
+    mine = _io_values(model.graph)
+    if all(n not in declared or vi.type == declared[n].type for n, vi in mine.items()):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+
+    def restore() -> None:
+        for name, vi in _io_values(out.graph).items():
+            if name in declared:
+                vi.type.CopyFrom(declared[name].type)
+
+    restore()
+    kept = {vi.name for vi in source.graph.value_info}
+    values = [vi for vi in out.graph.value_info if vi.name in kept]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(values)
+    try:
+        out = onnx.shape_inference.infer_shapes(out, strict_mode=False)
+    except Exception:       # the declarations alone are still right
+        pass
+    restore()
+    return out

@@ -13,8 +13,11 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from onnxprune.errors import AnalysisError
+from onnxprune.log import get_logger
 
-__all__ = ["GraphView", "StoredWeight", "node_label", "fix_input_shapes"]
+log = get_logger(__name__)
+
+__all__ = ["GraphView", "StoredWeight", "node_label", "fix_input_shapes", "subgraph_reads"]
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
@@ -27,6 +30,41 @@ def _dims(vi: onnx.ValueInfoProto) -> list[int | None] | None:
     if not t.HasField("shape"):
         return None
     return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
+
+
+def _outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names a (sub)graph reads from its enclosing scopes."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {t.name for t in graph.sparse_initializer}
+    reads: set[str] = set()
+    for node in graph.node:
+        reads.update(i for i in node.input if i)
+        for sub in _subgraphs(node):
+            reads |= _outer_reads(sub)
+        defined.update(o for o in node.output if o)
+    reads.update(o.name for o in graph.output)
+    return reads - defined
+
+
+def subgraph_reads(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """{tensor of ``graph``: indices of its nodes (If/Loop/Scan) whose subgraphs read it}."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for idx, node in enumerate(graph.node):
+        for sub in _subgraphs(node):
+            for name in _outer_reads(sub):
+                if idx not in out[name]:
+                    out[name].append(idx)
+    return dict(out)
 
 
 def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> onnx.ModelProto:
@@ -84,6 +122,7 @@ class GraphView:
         for name, t in self.initializers.items():
             self.shapes[name] = list(t.dims)
             self.dtypes[name] = t.data_type
+        self._fill_unknown_shapes()
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self._constant_nodes: dict[str, onnx.NodeProto] = {}
@@ -96,10 +135,57 @@ class GraphView:
                     self.producer[name] = idx
             if node.op_type == "Constant" and node.output:
                 self._constant_nodes[node.output[0]] = node
+        self.subgraph_reads = subgraph_reads(self.graph)
         self.graph_inputs = [i.name for i in self.graph.input if i.name not in self.initializers]
         self.graph_outputs = [o.name for o in self.graph.output]
         self.opset = next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self._const_cache: dict[str, np.ndarray | None] = {}
+
+    # --- shapes inference leaves unknown ----------------------------------------------------
+    def _unknown_tensors(self) -> list[str]:
+        """Node outputs whose shape (batch axis aside) shape inference left unknown."""
+        out = []
+        for node in self.model.graph.node:
+            for name in node.output:
+                s = self.shapes.get(name)
+                if name and (s is None or any(d is None for d in s[1:])):
+                    out.append(name)
+        return out
+
+    def _static_inputs(self) -> bool | None:
+        """None when an input has a dynamic dim besides axis 0; else whether axis 0 is symbolic."""
+        symbolic = False
+        inits = {t.name for t in self.model.graph.initializer}
+        for vi in self.model.graph.input:
+            if vi.name in inits:
+                continue
+            dims = _dims(vi)
+            if dims is None or any(d is None for d in dims[1:]):
+                return None
+            symbolic |= bool(dims) and dims[0] is None
+        return symbolic
+
+    def _fill_unknown_shapes(self) -> None:
+        """Where shape inference stops (a computed Split/Slice in a legacy export, say), one
+        onnxruntime run at the static input shape (batch 1 for a symbolic batch, which stays
+        symbolic here) reads the shapes of the tensors it left unknown."""
+        names = self._unknown_tensors()
+        symbolic = self._static_inputs() if names else None
+        if not names or symbolic is None:
+            return
+        observed = _observed_shapes(self.model, names, self.dtypes)
+        for name, (shape, dtype) in observed.items():
+            known = self.shapes.get(name)
+            if known is not None and len(known) == len(shape):
+                shape = [k if k is not None else d for k, d in zip(known, shape)]
+                if symbolic and shape:
+                    shape[0] = known[0]
+            elif symbolic and shape:
+                shape[0] = None
+            self.shapes[name] = list(shape)
+            self.dtypes.setdefault(name, dtype)
+            if not self.dtypes[name]:
+                self.dtypes[name] = dtype
 
     # --- constants -------------------------------------------------------------------------
     def is_constant(self, name: str) -> bool:
@@ -246,6 +332,31 @@ def _dequantize(data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | No
             scale, zp = scale.reshape(shape), zp.reshape(shape)
     out_dtype = onnx.helper.tensor_dtype_to_np_dtype(output_dtype) if output_dtype else scale.dtype
     return ((data.astype(np.int64) - zp).astype(np.float32) * scale.astype(np.float32)).astype(out_dtype)
+
+
+def _observed_shapes(model: onnx.ModelProto, names: list[str],
+                     dtypes: dict[str, int]) -> dict[str, tuple[list[int], int]]:
+    """{tensor: (shape, dtype)} from one onnxruntime run of ``model`` on seeded random inputs
+    (batch 1) with ``names`` exposed as outputs; empty when the model does not run."""
+    from onnxprune.runtime import make_session, random_inputs
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in have:
+            if dtypes.get(name):
+                probe.graph.output.append(onnx.helper.make_tensor_value_info(name, dtypes[name], None))
+            else:
+                probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    try:
+        session = make_session(probe, quiet=True)
+        feeds = random_inputs(model, seed=0, batch=1)
+        outs = session.run(names, feeds)
+    except Exception as exc:    # shapes stay unknown; the analysis says where they are needed
+        log.debug("shape probe run failed: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        return {}
+    return {n: (list(np.shape(v)), onnx.helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype))
+            for n, v in zip(names, outs)}
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):

@@ -14,7 +14,7 @@ import onnx
 
 from onnxprune.analysis import Analysis, ParamSlice, Update, kept_positions
 from onnxprune.errors import PlanError
-from onnxprune.graph.edit import ModelEdit
+from onnxprune.graph.edit import ModelEdit, keep_io_declarations
 from onnxprune.graph.view import StoredWeight, attr
 from onnxprune.rewrite.plan import Plan
 
@@ -245,6 +245,7 @@ def apply_plan(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.Model
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as exc:
         raise PlanError(f"the pruned graph fails shape inference: {str(exc).splitlines()[0]}") from None
+    model = keep_io_declarations(model, analysis.view.model)
     if check:
         try:
             onnx.checker.check_model(model, full_check=True)
