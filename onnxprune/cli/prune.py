@@ -253,6 +253,10 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     source = load_input_model(args.model, args, fix_shapes=False)
     model = fixed_input_model(source, args)
+    if model is not source and config.simplify:
+        # shapes fixed by --input-shape are not static in the written model: fold nothing from them
+        import dataclasses
+        config = dataclasses.replace(config, simplify=False)
     data = calibration(args, model) if config.needs_data or args.data else None
     log.info("onnxprune: pruning %s", args.model)
     result = prune(model, config, data=data, provider=args.provider)
