@@ -170,7 +170,7 @@ def save_outputs(result, source: str, out: Path, plan_path: Path) -> None:
         raise
 
 
-def measure_speedup(model, result, config) -> None:
+def measure_speedup(model, pruned, plan, config) -> None:
     """Time both models interleaved on the target; log the speed-up next to the MACs ideal and
     record it in the plan (budget.latency.measured)."""
     from onnxprune.latency.measure import measure_pair
@@ -180,13 +180,13 @@ def measure_speedup(model, result, config) -> None:
     except TargetError as exc:
         log.info("onnxprune: speed-up not measured (%s)", exc)
         return
-    got = measure_pair(model, result.model, engine, config.batch)
-    cost = result.plan.cost.get("macs", {})
+    got = measure_pair(model, pruned, engine, config.batch)
+    cost = plan.cost.get("macs", {})
     ideal = cost["original"] / cost["pruned"] if cost.get("pruned") else float("nan")
     log.info("onnxprune: measured speed-up %.2fx at batch %d on %s (%.2f -> %.2f ms); ideal 1/(1-MACs cut) "
              "%.2fx", got["speedup"], config.batch, config.target, 1e3 * got["original_s"],
              1e3 * got["pruned_s"], ideal)
-    rec = result.plan.budget.setdefault("latency", {"target": config.target, "batch": config.batch})
+    rec = plan.budget.setdefault("latency", {"target": config.target, "batch": config.batch})
     rec["measured"] = {**got, "reduction": 1 - got["pruned_s"] / got["original_s"], "ideal_speedup": ideal}
 
 
@@ -262,8 +262,9 @@ def run(args: argparse.Namespace) -> int:
     result = prune(model, config, data=data, provider=args.provider)
     if model is not source:
         result = with_source_io(result, source, model, config, args.seed)
-    if args.measure:
-        measure_speedup(model, result, config)
+    if args.measure:   # timed at the analysed shapes (those --input-shape gave, when given)
+        from onnxprune.graph.edit import keep_io_declarations
+        measure_speedup(model, keep_io_declarations(result.model, model), result.plan, config)
     save_outputs(result, args.model, out, plan_path)
     print(prune_summary(result, out, plan_path))
     if result.plan.refit is not None:

@@ -51,7 +51,9 @@ def _foldable(view: GraphView, idx: int, max_elements: int) -> bool:
     if any(_is_output(view, o) for o in node.output):
         return False
     values = [view.constant(o) for o in node.output]
-    return all(v is not None and v.size <= max_elements for v in values)
+    # shape arithmetic only: a float constant is a weight in its stored form (int8 behind
+    # DequantizeLinear, fp16 behind Cast), which folding would silently re-store as fp32
+    return all(v is not None and v.size <= max_elements and v.dtype.kind in "iub" for v in values)
 
 
 def _noop_pad(view: GraphView, node) -> bool:
