@@ -14,6 +14,10 @@ def init_distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         import torch
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # tear the group down before interpreter exit: a gloo group left to the destructors can
+        # abort the process ("terminate called without an active exception")
+        import atexit
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
