@@ -81,7 +81,7 @@ def main() -> None:
               f"jpeg {100 * a_j:.2f}%, {info['wall_s']:.0f} s, {info['peak_rss_mb']:.0f} MB", flush=True)
     bench = tmp / "bench"
     subprocess.run([sys.executable, "-m", "onnxprune.cli", "bench", *map(str, paths), "--batch", f"1,{args.batch}",
-                    "-o", str(bench), "-q"], check=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+                    "--min-time", "8", "-o", str(bench), "-q"], check=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
     report = json.loads(bench.with_suffix(".json").read_text())
     speed = {(p["model"], p["batch"]): p["speedup_rounds"] for p in report["pairs"]}
     for r in rows[1:]:
