@@ -528,7 +528,13 @@ def exercise(model: onnx.ModelProto, tmp_path, train_batch=4, steps=2, fp32_limi
     ref = ort_run(exported, {model.graph.input[0].name: xe})
     got = bridge_run(module, {model.graph.input[0].name: xe})
     for g_, r_ in zip(got, ref):
-        assert_close(g_, r_, "trained module vs its export")
+        try:
+            assert_close(g_, r_, "trained module vs its export")
+        except AssertionError as exc:     # same fp32 noise floor as the eval check above
+            if not fp32_limit:
+                raise
+            deferred = (deferred or "") + (f" {str(exc).splitlines()[0]}; onnxruntime vs itself on the export: "
+                                           f"{_ort_self_noise(exported, {model.graph.input[0].name: xe}):.2e}")
     # the export really carries the trained values, not the original ones
     changed = {t.name for t in exported.graph.initializer} & set(module.onnx_names.values())
     orig = {t.name: numpy_helper.to_array(t) for t in dyn.graph.initializer}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["init_distributed", "pick_device", "wrap_ddp"]
+__all__ = ["init_distributed", "shutdown_distributed", "pick_device", "wrap_ddp"]
 
 
 def init_distributed() -> tuple[int, int]:
@@ -19,6 +19,15 @@ def init_distributed() -> tuple[int, int]:
         import atexit
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then tear the process group down (a group left to the interpreter's
+    exit can abort a rank with "terminate called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def pick_device(name: str):

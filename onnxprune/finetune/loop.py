@@ -17,7 +17,7 @@ import onnx
 from onnxprune.finetune.augment import augment, calibrate_batchnorm
 from onnxprune.finetune.checkpoint import load_checkpoint, save_checkpoint
 from onnxprune.finetune.config import FinetuneConfig
-from onnxprune.finetune.ddp import init_distributed, pick_device, wrap_ddp
+from onnxprune.finetune.ddp import init_distributed, pick_device, shutdown_distributed, wrap_ddp
 from onnxprune.finetune.errors import FinetuneError
 from onnxprune.finetune.evaluate import evaluate_module, teacher_distance
 from onnxprune.finetune.losses import as_list, distill_loss, mix_losses, output_specs
@@ -259,6 +259,8 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
     if run.rank == 0 and history:
         emit(f"  exported epoch {best['epoch']} to {out_path} ({SELECTION_TEXT[run.objective.selection]})")
         _warn_if_worse(before, best)
+    if run.world > 1:
+        shutdown_distributed()
     return {"history": history, "best": best, "before": before, "world_size": run.world,
             "kd_weight": run.objective.kd_weight, "uses_labels": run.objective.use_labels,
             "selection": run.objective.selection}
