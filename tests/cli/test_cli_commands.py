@@ -22,21 +22,7 @@ from onnx_builders import conv_chain, small_resnet
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-@pytest.fixture
-def cli(capsys):
-    """Run ``onnxprune ARGS``; return (exit status, stdout, stderr)."""
-    def run(*args):
-        rc = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-    return run
-
-
-@pytest.fixture
-def model_path(tmp_path) -> Path:
-    path = tmp_path / "net.onnx"
-    onnx.save(small_resnet(), path)
-    return path
+# the `cli` and `model_path` fixtures come from tests/cli/conftest.py
 
 
 def files(folder: Path) -> set[str]:

@@ -19,7 +19,7 @@ from onnxprune.tools.evaluate import top1_accuracy  # noqa: E402
 from onnxprune.finetune import FinetuneConfig, finetune  # noqa: E402
 from onnx_builders import Net  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def bn_free_net(classes: int = 3) -> onnx.ModelProto:
@@ -99,7 +99,7 @@ def test_labels_beyond_outputs_and_missing_labels(tmp_path):
 
 DDP_SCRIPT = textwrap.dedent("""
     import sys, onnx
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {tests_root!r}]
     from test_finetune import bn_free_net, CFG
     from onnxprune.data import load_dataset
     from onnxprune.finetune import FinetuneConfig, finetune
@@ -114,7 +114,7 @@ def test_ddp_two_processes_equal_one(tmp_path):
     finetune(bn_free_net(), load_dataset(data_path, shuffle=False), None,
              FinetuneConfig(**{**CFG, "epochs": 2}), tmp_path / "single.onnx", log=lambda m: None)
     script = tmp_path / "ddp.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests"), data=str(data_path), out=str(tmp_path / "ddp.onnx")))
+    script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests" / "finetune"), tests_root=str(ROOT / "tests"), data=str(data_path), out=str(tmp_path / "ddp.onnx")))
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                           "--master_addr=127.0.0.1", "--master_port=29517", str(script)],

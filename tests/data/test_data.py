@@ -30,7 +30,7 @@ from onnxprune.data import (  # noqa: E402
 )
 from onnxprune.errors import DataError, OnnxPruneError  # noqa: E402
 
-ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS") or Path(__file__).resolve().parents[1].parent / "shared" / "assets")
+ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS") or Path(__file__).resolve().parents[2].parent / "shared" / "assets")
 CIFAR_TAR = ASSETS / "cifar10-jpeg" / "test.tar.gz"
 CIFAR_NPZ = ASSETS / "cifar10-lossless-test-first1017.npz"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -636,7 +636,7 @@ def test_module_imports_no_onnx_runtime_or_torch():
     modules = ", ".join(["onnxprune.data"] + [f"onnxprune.data.{m}" for m in DATA_MODULES])
     code = (f"import sys, {modules}; bad = [m for m in ('onnx', 'onnxruntime', 'torch') if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr
