@@ -23,7 +23,7 @@ class FinetuneConfig:
     optional distillation from the unpruned model on every output."""
     epochs: int = 10
     batch_size: int = 128            # global batch (split across DDP ranks)
-    lr: float = 0.01                 # peak learning rate (after warm-up); 0.05 wrecks pretrained nets
+    lr: float = 0.001                # peak lr after warm-up; 0.01 took a pruned, refitted ResNet-56 from 81.4 to 50.0 % in 32 steps, 0.001 to 84.4 %
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.5

@@ -162,6 +162,6 @@ def test_cli_options_build_the_default_config():
     cfg = config_from_namespace(args)
     assert (cfg.lr, cfg.flip, cfg.kd_weight, cfg.kd_regression_loss) == (0.02, False, 0.3, "smooth_l1")
     assert all(kw.get("help") for kw in FINETUNE_OPTIONS.values())
-    assert "default 0.01" in parser.format_help().replace("\n", " ").replace("  ", " ")
+    assert "default 0.001" in parser.format_help().replace("\n", " ").replace("  ", " ")
     with pytest.raises(OnnxPruneError, match="kd_weight"):
         FinetuneConfig(kd_weight=1.5)
