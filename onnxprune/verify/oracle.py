@@ -103,6 +103,10 @@ class VerifyReport:
 
 def output_diff(name: str, ref: np.ndarray, got: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> OutputDiff:
     """How far ``got`` is from ``ref``, and whether it is within the tolerance rule."""
+    if np.asarray(ref).dtype == np.float16 or np.asarray(got).dtype == np.float16:
+        # an fp16 output rounds to 2**-10 of its magnitude; removing channels changes the order
+        # of the sums, which can move it by one such step: the rule follows the output's dtype
+        rtol = max(rtol, 2.0 ** -10)
     a64, b64 = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     if a64.shape != b64.shape:
         return OutputDiff(name, float("inf"), float("inf"), 0.0, False)

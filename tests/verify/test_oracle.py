@@ -120,3 +120,13 @@ def test_coalition_masks_work_on_fp16_models():
     want = make_session(masked_model(model, plan)).run(None, x)[0]
     assert got.dtype == np.float16
     np.testing.assert_array_equal(got, want)
+
+
+def test_tolerance_follows_the_output_dtype():
+    """fp16 outputs are compared at fp16 precision (2**-10 relative); fp32 ones at 1e-5."""
+    from onnxprune.verify.oracle import output_diff
+    ref = np.array([1.0, -2.0, 4.0])
+    one_fp16_step = ref * (1 + 2.0 ** -11)
+    assert output_diff("y", ref.astype(np.float16), one_fp16_step.astype(np.float16)).ok
+    assert not output_diff("y", ref.astype(np.float32), (ref * (1 + 1e-3)).astype(np.float32)).ok
+    assert not output_diff("y", ref.astype(np.float16), (ref * 1.01).astype(np.float16)).ok
