@@ -192,43 +192,45 @@ def measure_speedup(model, pruned, plan, config) -> None:
 
 def with_source_io(result, source, fixed, config, seed: int):
     """--input-shape informs the analysis only: the written model keeps the source's input and
-    output declarations (symbolic dims included), checked again against the masked source at a
-    batch other than the one analysed."""
+    output declarations (symbolic dims included), checked again at a batch other than the one
+    analysed: against the masked source, or (after a refit, whose weights differ from it by design;
+    the structure was proven before the refit) by running it."""
     import dataclasses
     from onnxprune.errors import VerificationError
     from onnxprune.graph.edit import keep_io_declarations
-    from onnxprune.runtime import random_inputs
+    from onnxprune.runtime import make_session, random_inputs
     from onnxprune.verify.oracle import compare
     model = keep_io_declarations(result.model, source)
     report = result.report
-    if config.verify and result.plan.refit is not None:
-        # refitted weights differ from the masked original by design (the structure was proven
-        # before the refit); here only check that the written model runs at the other batch size
-        from onnxprune.runtime import make_session
-        feeds = {name: _with_source_batch(x, source, name) for name, x in random_inputs(fixed, seed=seed).items()}
-        try:
-            make_session(model).run(None, feeds)
-        except Exception as exc:
-            raise VerificationError(
-                f"the pruned model does not run at another batch size than the --input-shape one "
-                f"(a shape computed from the input was rewritten as a constant); nothing written. "
-                f"({str(exc).splitlines()[0][:160] if str(exc) else exc})") from None
-    elif config.verify:
-        feeds = random_inputs(fixed, seed=seed)
-        feeds = {name: _with_source_batch(x, source, name) for name, x in feeds.items()}
-        try:
+    if not config.verify:
+        return dataclasses.replace(result, model=model)
+    feeds = {name: _with_source_batch(x, source, name) for name, x in random_inputs(fixed, seed=seed).items()}
+    try:
+        if result.plan.refit is not None:
+            _run_or_fail(make_session(model), feeds)
+        else:
             report = compare(source, model, result.plan, feeds=feeds, rtol=config.rtol)
-        except VerificationError as exc:
-            raise VerificationError(
-                f"the pruned model does not run at another batch size than the --input-shape one "
-                f"(a shape computed from the input was rewritten as a constant); nothing written. "
-                f"Prune an export with a static batch instead. ({str(exc)[:160]})") from None
-        if not report.ok:
-            bad = next(o for o in report.outputs if not o.ok)
-            raise VerificationError(
-                f"pruned model differs from the masked original at output '{bad.name}' at batch "
-                f"{next(iter(feeds.values())).shape[0]} (max abs {bad.max_abs:.3g}); nothing written")
+    except VerificationError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VerificationError(
+            f"the pruned model does not run at another batch size than the --input-shape one "
+            f"(a shape computed from the input was rewritten as a constant); nothing written. "
+            f"Prune an export with a static batch instead. ({first[:160]})") from None
+    if not report.ok:
+        bad = next(o for o in report.outputs if not o.ok)
+        raise VerificationError(
+            f"pruned model differs from the masked original at output '{bad.name}' at batch "
+            f"{next(iter(feeds.values())).shape[0]} (max abs {bad.max_abs:.3g}); nothing written")
     return dataclasses.replace(result, model=model, report=report)
+
+
+def _run_or_fail(session, feeds) -> None:
+    """Run ``session`` once; whatever onnxruntime raises becomes a VerificationError."""
+    from onnxprune.errors import VerificationError
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        raise VerificationError(f"onnxruntime cannot run the pruned model: {exc}") from None
 
 
 def _with_source_batch(x, source, name: str):
