@@ -507,14 +507,12 @@ class Pruner:
         plan = self.plan()
         t0 = time.perf_counter()
         pruned = apply_plan(self.analysis_, plan)
-        if self.config.simplify:
-            from onnxprune.rewrite.simplify import simplify
-            pruned, _ = simplify(pruned)
+        written = self._simplified(pruned)
         self.timings["rewrite_s"] = time.perf_counter() - t0
         report = None
         if self.config.verify:
             t0 = time.perf_counter()
-            report = compare(self.model_, pruned, plan, rtol=self.config.rtol, seed=self.config.seed)
+            report = compare(self.model_, written, plan, rtol=self.config.rtol, seed=self.config.seed)
             self.timings["verify_s"] = time.perf_counter() - t0
             if not report.ok:
                 bad = [o for o in report.outputs if not o.ok]
@@ -522,9 +520,18 @@ class Pruner:
                     f"pruned model differs from the masked original at output '{bad[0].name}' "
                     f"(max abs {bad[0].max_abs:.3g}, rel {bad[0].max_rel:.3g}); nothing written")
         if self.config.recover == "reconstruct" and getattr(self, "data_", None) is not None:
+            # the refit works on the plain rewrite (simplification would hide the residual
+            # structure it fits against); the same simplification follows it
             from onnxprune.recover.hook import refit_after_rewrite
-            pruned = refit_after_rewrite(self, self.model_, pruned, plan)
-        return PruneResult(pruned, plan, self.analysis_, report, dict(self.timings))
+            written = self._simplified(refit_after_rewrite(self, self.model_, pruned, plan))
+        return PruneResult(written, plan, self.analysis_, report, dict(self.timings))
+
+    def _simplified(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        """``model`` with the post-rewrite clean-up applied when the config asks for it."""
+        if not self.config.simplify:
+            return model
+        from onnxprune.rewrite.simplify import simplify
+        return simplify(model)[0]
 
     def save(self, path) -> None:
         """Save the fitted records (config, run settings, groups, metrics, allocation, scores) as JSON."""
