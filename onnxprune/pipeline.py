@@ -81,6 +81,7 @@ class PruneConfig:
     recover: str = "reconstruct"             # reconstruct (when calibration data is given) | none
     recover_images: int | None = None        # calibration images for the refit (None: all given)
     simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
+    latency_rounds: int = 4                  # latency budget: measured allocate-time-correct rounds (0: tables only)
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
@@ -141,6 +142,8 @@ class PruneConfig:
             raise BudgetError(f"unknown recovery {self.recover!r}: choose reconstruct or none")
         if self.recover_images is not None and self.recover_images < 1:
             raise BudgetError(f"--recover-images must be >= 1, got {self.recover_images}")
+        if isinstance(self.latency_rounds, bool) or not isinstance(self.latency_rounds, int) or self.latency_rounds < 0:
+            raise BudgetError(f"--latency-rounds must be a non-negative integer, got {self.latency_rounds!r}")
         if not 0 < self.min_keep <= 1:
             raise BudgetError(f"--min-keep must be in (0, 1], got {self.min_keep}")
 
@@ -217,6 +220,7 @@ class Pruner:
         self.choice_: Choice | None = None
         self.latency_ = None
         self.latency_steps_: dict = {}
+        self.latency_feedback_: list = []
 
     @property
     def settings(self) -> dict:
@@ -402,8 +406,11 @@ class Pruner:
 
     def _allocate_in_steps(self, data) -> None:
         """Allocate; per-group latency steps that cannot land the MACs/params budget within a point
-        (or at all) give way to finer steps (16 -> 8 -> 1)."""
+        (or at all) give way to finer steps (16 -> 8 -> 1). A latency budget is met by measurement
+        (onnxprune.latency.feedback) unless ``latency_rounds`` is 0."""
         from onnxprune.latency.hooks import OVERSHOOT, overshoot, relaxed_steps
+        if self.config.latency_reduction is not None and self.config.latency_rounds > 0:
+            return self._allocate_measured(data)
         relax = bool(self.latency_steps_) and self.config.latency_reduction is None
         while True:
             finer = relaxed_steps(self.config.round_to) if relax else None
@@ -422,7 +429,33 @@ class Pruner:
             log.info("channel steps %s; trying finer steps", why)
             self.config = dataclasses.replace(self.config, round_to=finer)
 
-    def _allocate(self, data) -> dict[int, int]:
+    def _allocate_measured(self, data) -> None:
+        """Allocate at internal latency budgets until the pruned model's measured cut on the target
+        lands within a tolerance of the request (see onnxprune.latency.feedback)."""
+        from onnxprune.latency.feedback import meet_measured_latency
+        from onnxprune.latency.measure import measure_pair
+        notes_before = list(self.notes)
+
+        def attempt(budget):
+            self.notes = list(notes_before)
+            allocation = self._allocate(data, latency_budget=budget)
+            return allocation, select_all(self.analysis_, allocation, self.scores_), list(self.notes), self.choice_
+
+        def measure(result):
+            pruned = apply_plan(self.analysis_, Plan.build(self.analysis_, result[1]), check=False)
+            got = measure_pair(self.model_, pruned, self.latency_.engine, self.latency_.batch)
+            return 1 - got["pruned_s"] / got["original_s"], got["speedup"]
+
+        best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
+                                             rounds=self.config.latency_rounds)
+        self.allocation_, self.kept_, self.notes, self.choice_ = best.result
+        self.latency_feedback_ = [r.to_dict() for r in rounds]
+        self.notes.append(f"latency budget met by measurement: internal budget {100 * best.budget:.1f} % "
+                          f"measured {100 * best.measured:.1f} % ({len(rounds)} round(s))")
+
+    def _allocate(self, data, latency_budget: float | None = None) -> dict[int, int]:
+        """Counts per group under the config's budgets; ``latency_budget`` replaces the latency
+        cut asked of the tables (the measured feedback's internal budget)."""
         config = self.config
         alloc, _, _ = config.resolved()
         if config.ratio is not None:
@@ -431,7 +464,8 @@ class Pruner:
                                  params_reduction=config.params_reduction, round_to=config.round_to)
         if config.latency_reduction is not None:
             from onnxprune.latency.hooks import with_latency_budget
-            problem = with_latency_budget(problem, self.latency_, config.latency_reduction)
+            problem = with_latency_budget(problem, self.latency_, config.latency_reduction
+                                          if latency_budget is None else latency_budget)
         check_feasible(problem)
         if alloc in ("convex", "linear") and data is not None:
             return self._select_allocation(problem, data, alloc)
@@ -484,7 +518,10 @@ class Pruner:
 
     def _latency_record(self) -> dict:
         from onnxprune.latency.hooks import latency_record
-        return latency_record(self.latency_, self.kept_, self.config, self.latency_steps_)
+        rec = latency_record(self.latency_, self.kept_, self.config, self.latency_steps_)
+        if self.latency_feedback_:
+            rec["feedback"] = list(self.latency_feedback_)
+        return rec
 
     @property
     def allocation_choice_(self) -> str | None:

@@ -54,8 +54,13 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--params-reduction", type=float, metavar="F",
                    help="remove this fraction of parameters (may be combined with --flops-reduction)")
     g.add_argument("--latency-reduction", type=float, metavar="F",
-                   help="remove this fraction of the latency predicted on --target at --batch from layer "
-                        "tables measured on this machine (cached; may be combined with MACs/params budgets)")
+                   help="remove this fraction of the latency measured on --target at --batch: layer tables "
+                        "measured on this machine (cached) shape the allocation, and up to --latency-rounds "
+                        "timed pruned models set its level (may be combined with MACs/params budgets)")
+    g.add_argument("--latency-rounds", type=int, default=4, metavar="K",
+                   help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
+                        "the original, correct the budget (stops within 2 points of the request); 0 trusts "
+                        "the tables' prediction alone")
     g.add_argument("--round-to", default=None, metavar="N|auto",
                    help="keep channel counts that are multiples of N; 'auto' picks one multiple for every "
                         "group (16 on AVX-512 CPUs, 8 on AVX2 CPUs and GPUs). Default: per group, the step "

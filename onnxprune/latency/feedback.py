@@ -1,0 +1,84 @@
+"""Closing the loop on a latency budget: allocate, build the pruned model, time it, correct.
+
+The tables predict whole-model latency only up to what a sum of layers timed apart can say: fusions,
+layout reorders the engine inserts between layers whose channel counts leave its blocks, memory
+traffic and the ops between convolutions make the prediction drift (on onnxruntime CPU it
+overestimated the cut by 10-20 points of latency on ResNet-56). The allocation's *shape* across
+groups comes from the tables; its *level* is set here by measurement. Each round allocates at an
+internal budget, builds the pruned model (no verification, no refit: latency depends on the shape
+only), times it against the original interleaved on the target, and moves the internal budget by a
+secant step towards the requested cut. The round whose measured cut lands closest to the request
+is kept; every round is recorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from onnxprune.errors import BudgetError
+from onnxprune.log import get_logger
+
+__all__ = ["FeedbackRound", "meet_measured_latency", "TOLERANCE"]
+
+log = get_logger(__name__)
+
+TOLERANCE = 0.02        # stop once the measured cut is within this of the request (absolute)
+MAX_INTERNAL = 0.95     # the internal budget never asks for more than this cut
+
+
+@dataclass
+class FeedbackRound:
+    """One round: the internal budget asked of the allocator and the cut measured on the target."""
+    budget: float
+    measured: float | None          # None: the allocator could not meet this internal budget
+    speedup: float | None = None
+    result: object = None           # whatever ``attempt`` returned (kept out of the record)
+
+    def to_dict(self) -> dict:
+        return {"budget": round(self.budget, 4),
+                "measured_reduction": None if self.measured is None else round(self.measured, 4),
+                "speedup": None if self.speedup is None else round(self.speedup, 4)}
+
+
+def _next_budget(rounds: list[FeedbackRound], requested: float) -> float:
+    """Secant step through the last two measured rounds (proportional from one round)."""
+    ok = [r for r in rounds if r.measured is not None]
+    last = ok[-1]
+    slope = last.measured / last.budget if last.budget > 0 and last.measured > 0 else 1.0
+    if len(ok) >= 2 and abs(ok[-1].budget - ok[-2].budget) > 1e-4:
+        secant = (ok[-1].measured - ok[-2].measured) / (ok[-1].budget - ok[-2].budget)
+        if secant > 0.05:
+            slope = secant
+    slope = min(max(slope, 0.1), 10.0)
+    return min(max(last.budget + (requested - last.measured) / slope, 0.0), MAX_INTERNAL)
+
+
+def meet_measured_latency(requested: float, attempt: Callable[[float], object],
+                          measure: Callable[[object], tuple[float, float]], rounds: int = 4,
+                          tolerance: float = TOLERANCE) -> tuple[FeedbackRound, list[FeedbackRound]]:
+    """(best round, every round). ``attempt(budget)`` allocates at an internal latency cut (raises
+    BudgetError when out of reach); ``measure(result)`` returns (measured cut, speed-up)."""
+    history: list[FeedbackRound] = []
+    budget, ceiling = requested, MAX_INTERNAL
+    for k in range(max(rounds, 1)):
+        try:
+            result = attempt(budget)
+        except BudgetError:
+            if not any(r.measured is not None for r in history):
+                raise
+            history.append(FeedbackRound(budget, None))
+            ceiling = budget
+            best_ok = max((r.budget for r in history if r.measured is not None), default=requested)
+            budget = (best_ok + ceiling) / 2
+            log.info("latency feedback %d: internal budget %.1f %% out of reach; trying %.1f %%", k + 1,
+                     100 * history[-1].budget, 100 * budget)
+            continue
+        cut, speedup = measure(result)
+        history.append(FeedbackRound(budget, cut, speedup, result))
+        log.info("latency feedback %d: internal budget %.1f %% -> measured cut %.1f %% (%.2fx; requested %.1f %%)",
+                 k + 1, 100 * budget, 100 * cut, speedup, 100 * requested)
+        if abs(cut - requested) <= tolerance:
+            break
+        budget = min(_next_budget(history, requested), ceiling - 1e-3)
+    best = min((r for r in history if r.measured is not None), key=lambda r: abs(r.measured - requested))
+    return best, history

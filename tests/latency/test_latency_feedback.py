@@ -1,0 +1,63 @@
+"""The measured latency loop: synthetic engines whose real cut differs from the tables' prediction."""
+from __future__ import annotations
+
+import pytest
+
+from onnxprune.errors import BudgetError
+from onnxprune.latency.feedback import TOLERANCE, meet_measured_latency
+from tests.latency.test_latency_tables import fake_engine  # noqa: F401  (fixture)
+from tests.onnx_builders import small_resnet
+
+
+def _linear_engine(gain: float, reach: float = 0.95):
+    """attempt(b) -> b (refused above ``reach``); measure -> (gain * b, 1 / (1 - gain * b))."""
+    def attempt(b):
+        if b > reach:
+            raise BudgetError(f"at most {100 * reach:.0f} %")
+        return b
+
+    def measure(b):
+        return gain * b, 1 / (1 - gain * b)
+    return attempt, measure
+
+
+@pytest.mark.parametrize("gain", [0.45, 0.8, 1.0, 1.6])
+def test_converges_when_the_tables_are_off_by_a_factor(gain):
+    best, rounds = meet_measured_latency(0.4, *_linear_engine(gain), rounds=4)
+    assert abs(best.measured - 0.4) <= TOLERANCE
+    assert len(rounds) <= 4 and rounds[0].budget == 0.4
+
+
+def test_out_of_reach_internal_budget_keeps_the_closest_round():
+    best, rounds = meet_measured_latency(0.4, *_linear_engine(0.5, reach=0.6), rounds=5)
+    assert any(r.measured is None for r in rounds)            # the refused internal budget is recorded
+    assert best.measured == max(r.measured for r in rounds if r.measured is not None)
+    assert best.budget <= 0.6
+
+
+def test_first_budget_out_of_reach_raises():
+    with pytest.raises(BudgetError):
+        meet_measured_latency(0.4, *_linear_engine(1.0, reach=0.3))
+
+
+def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch):  # noqa: F811
+    """The engine's real cut is half of what the MACs say: the loop raises the internal budget."""
+    from onnxprune.analysis import analyze
+    from onnxprune.analysis.cost import CostModel
+    from onnxprune.pipeline import PruneConfig, Pruner
+
+    def fake_pair(original, pruned, engine, batch, **kw):
+        full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
+        pruned_s = 1.0 - 0.5 * (1 - small / full)
+        return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s}
+    monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
+    pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False)).fit(small_resnet())
+    rec = pruner.plan().budget["latency"]
+    rounds = rec["feedback"]
+    best = min((r for r in rounds if r["measured_reduction"] is not None),
+               key=lambda r: abs(r["measured_reduction"] - 0.2))
+    assert abs(best["measured_reduction"] - 0.2) <= TOLERANCE + 0.02     # channel granularity
+    assert rounds[0]["budget"] == 0.2 and len(rounds) >= 2
+    macs_cut = 1 - pruner.cost_.macs(pruner.kept_) / pruner.full_["macs"]
+    assert macs_cut == pytest.approx(2 * best["measured_reduction"], abs=2e-4)   # the record keeps 4 digits
+    assert any("measured" in n for n in pruner.notes)
