@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.cli.main import main
 from onnxprune.graph.view import GraphView
-from random_cnn import Case, export_case
+from fuzz_harness import ExportCache, run_case
+from random_cnn import Case, export_case, random_case
 
 
 def _w(rng, *shape):
@@ -145,3 +146,34 @@ def test_input_shape_does_not_bake_the_batch_into_a_reshape(tmp_path, case, argv
                if any(n.op_type == "Reshape" and n.input[1] == t.name for n in pruned.graph.node)]
     assert targets and all(t[0] in (0, -1) for t in targets)     # no batch baked in
     assert main(["verify", str(src), str(out), "-q"]) == 0       # masked oracle at batch 2
+
+
+@pytest.mark.parametrize("seed,budget,status", [
+    (174, None, "passed"),       # ratio 0.66 kept none of a 2-channel Slice's group part
+    (1762, 0.57, "passed"),      # a Split output of a chunk+concat block kept none
+    (1772, 0.60, "passed"),      # the same under global allocation
+    (1762, 0.60, "refused"),     # out of reach with one channel per Split output: the budget says so
+])
+def test_every_tensor_of_a_group_keeps_a_channel(tmp_path, seed, budget, status):
+    """Groups whose tensors each see only part of them (Slice / Split / Concat spans) are
+    allocated at least one channel per such tensor; a budget that needs fewer is refused as a
+    budget, never as an empty tensor."""
+    import dataclasses
+    case = random_case(seed, dynamo_share=0.15)
+    case = case if budget is None else dataclasses.replace(case, budget=budget)
+    cache = ExportCache(tmp_path / "exports")
+    cache.root.mkdir()
+    outcome = run_case(case, cache, tmp_path / "work")
+    assert outcome.status == status, outcome.reason
+    if status == "refused":
+        assert outcome.reason.startswith("cannot remove 60.0 % of parameters"), outcome.reason
+
+
+def test_fp16_one_ulp_is_not_a_wrong_rewrite(tmp_path):
+    """Seed 789 (fp16, dynamic): one output element of 384 moved by one fp16 step (7.63e-6 at
+    0.0141) when pruning changed the sums' order; the fp16 rule (2**-10 of the output's
+    magnitude) accepts it, a wrong rewrite would not pass."""
+    cache = ExportCache(tmp_path / "exports")
+    cache.root.mkdir()
+    outcome = run_case(random_case(789, dynamo_share=0.15), cache, tmp_path / "work")
+    assert outcome.status == "passed", outcome.reason
