@@ -177,3 +177,41 @@ def test_fp16_one_ulp_is_not_a_wrong_rewrite(tmp_path):
     cache.root.mkdir()
     outcome = run_case(random_case(789, dynamo_share=0.15), cache, tmp_path / "work")
     assert outcome.status == "passed", outcome.reason
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_legacy_torch_chunk_in_a_static_model_prunes(tmp_path, opset):
+    """The legacy exporter writes ``torch.chunk(x, 2, dim=1)`` as two Slices whose bounds are
+    computed (Shape -> Gather -> Add -> Div -> Mul); with a static input they fold, the group
+    through the chunk + Concat prunes (no shape refusal) and the masked oracle agrees."""
+    import torch
+    import torch.nn as nn
+    from random_cnn import _quiet
+    from onnxprune.analysis import analyze
+
+    class Chunk(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.c3, self.fc = nn.Conv2d(8, 6, 3, padding=1), nn.Linear(6, 5)
+
+        def forward(self, x):
+            a, b = torch.chunk(torch.relu(self.c1(x)), 2, dim=1)
+            y = torch.relu(self.c3(torch.cat([a, torch.relu(self.c2(b))], 1)))
+            return self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    src, out = tmp_path / "chunk.onnx", tmp_path / "small.onnx"
+    with _quiet():
+        torch.onnx.export(Chunk().eval(), torch.randn(1, 3, 8, 8), str(src), opset_version=opset,
+                          input_names=["input"], output_names=["out"], dynamo=False)
+    model = onnx.load(src)
+    slices = [n for n in model.graph.node if n.op_type == "Slice"]
+    assert len(slices) == 2 and any(n.op_type == "Div" for n in model.graph.node)   # computed bounds
+    chunked = next(g for g in analyze(model).groups if "c1" in " ".join(g.producers))
+    assert chunked.prunable and not chunked.skip_reasons
+    assert main(["prune", str(src), "-o", str(out), "--flops-reduction", "0.4", "-q"]) == 0
+    pruned = onnx.load(out)
+    w1 = next(t for t in pruned.graph.initializer if t.name == "c1.weight")
+    assert w1.dims[0] < 8
+    assert main(["verify", str(src), str(out), "-q"]) == 0
