@@ -92,7 +92,8 @@ def test_static_model_pruned_without_input_shape(chunk_model, tmp_path):
     assert main(["prune", str(path), "-o", str(out), "--flops-reduction", "0.3", "-q"]) == 0
 
 
-@pytest.mark.parametrize("opset,ir_version,words", [(30, 10, "onnxruntime"), (1, 3, "opset 7")])
+@pytest.mark.parametrize("opset,ir_version,words", [(30, 10, "onnxruntime"), (1, 3, "opset 7"),
+                                                     (13, 99, "IR version: 99")])
 def test_unrunnable_opset_refused_before_any_work(tmp_path, capsys, opset, ir_version, words):
     src, out = tmp_path / "m.onnx", tmp_path / "small.onnx"
     model = small_cnn([1, 3, 8, 8], [1, 5], opset=opset, ir_version=ir_version)
