@@ -22,7 +22,7 @@ from onnxprune.errors import BudgetError, DataError, PlanError, VerificationErro
 from onnxprune.log import get_logger
 from onnxprune.rewrite.plan import Plan
 from onnxprune.rewrite.apply import apply_plan
-from onnxprune.scoring.selection import group_scores, select_all
+from onnxprune.scoring.selection import group_scores, select_all, span_floors
 from onnxprune.verify.oracle import VerifyReport, compare
 
 __all__ = ["PruneConfig", "PruneResult", "Pruner", "prune", "METHODS", "DEFAULT_METHOD",
@@ -458,10 +458,12 @@ class Pruner:
         cut asked of the tables (the measured feedback's internal budget)."""
         config = self.config
         alloc, _, _ = config.resolved()
+        floors = span_floors(self.analysis_)      # one kept channel per tensor of a group
         if config.ratio is not None:
-            return ratio_counts(self.analysis_, config.ratio, config.round_to)
+            return ratio_counts(self.analysis_, config.ratio, config.round_to, floors)
         problem = budget_problem(self.analysis_, self.cost_, flops_reduction=config.flops_reduction,
-                                 params_reduction=config.params_reduction, round_to=config.round_to)
+                                 params_reduction=config.params_reduction, round_to=config.round_to,
+                                 min_channels=floors)
         if config.latency_reduction is not None:
             from onnxprune.latency.hooks import with_latency_budget
             problem = with_latency_budget(problem, self.latency_, config.latency_reduction

@@ -30,8 +30,11 @@ def group_multiples(analysis: "Analysis", round_to: int | Mapping[int, int] = 1)
 
 def budget_problem(analysis: "Analysis", cost: "CostModel", *, flops_reduction: float | None = None,
                    params_reduction: float | None = None,
-                   round_to: int | Mapping[int, int] = 1) -> AllocationProblem:
-    """The allocation problem for the prunable groups under the given reductions (fractions)."""
+                   round_to: int | Mapping[int, int] = 1,
+                   min_channels: Mapping[int, int] | None = None) -> AllocationProblem:
+    """The allocation problem for the prunable groups under the given reductions (fractions);
+    ``min_channels``: the fewest channels a group may keep (e.g. one per tensor that sees only
+    part of it, see ``scoring.selection.span_floors``)."""
     prunable = {g.id for g in analysis.prunable}
     budgets = []
     if flops_reduction is not None:
@@ -42,15 +45,20 @@ def budget_problem(analysis: "Analysis", cost: "CostModel", *, flops_reduction: 
                               cost.params() * (1 - params_reduction)))
     channels = {g.id: g.channels for g in analysis.prunable}
     return AllocationProblem(channels=channels, budgets=tuple(budgets),
-                             multiple=group_multiples(analysis, round_to))
+                             multiple=group_multiples(analysis, round_to),
+                             min_channels={g: n for g, n in (min_channels or {}).items() if g in channels})
 
 
-def ratio_counts(analysis: "Analysis", ratio: float, round_to: int | Mapping[int, int] = 1) -> dict[int, int]:
-    """Remove the fraction ``ratio`` of every prunable group, rounded to its multiple."""
+def ratio_counts(analysis: "Analysis", ratio: float, round_to: int | Mapping[int, int] = 1,
+                 min_channels: Mapping[int, int] | None = None) -> dict[int, int]:
+    """Remove the fraction ``ratio`` of every prunable group, rounded to its multiple, keeping at
+    least ``min_channels[g]`` (rounded up to the multiple)."""
     multiple = group_multiples(analysis, round_to)
+    min_channels = min_channels or {}
     counts = {}
     for g in analysis.prunable:
         m = multiple[g.id]
         n = int(round(g.channels * (1 - ratio) / m)) * m
-        counts[g.id] = min(g.channels, max(m, n))
+        floor = -(-min_channels.get(g.id, 1) // m) * m
+        counts[g.id] = min(g.channels, max(m, n, floor))
     return counts

@@ -2,8 +2,12 @@
 
 MACs are counted per image on Conv, ConvTranspose, Gemm and MatMul (``k_h·k_w·(C_in/g)·C_out·H_out·W_out``
 for a Conv); element-wise ops, BatchNorm and pooling are not counted, as thop, fvcore and ptflops do
-not count them either. FLOPs = 2 × MACs. Parameters are the elements of every float initializer,
-except BatchNormalization running mean and variance (buffers, not parameters, in every framework).
+not count them either. FLOPs = 2 × MACs. Parameters are the elements of every float initializer
+and of every weight stored in another dtype behind a DequantizeLinear (int8 weights, int32 biases
+of a QDQ model: as many parameters as the float model's), except BatchNormalization running mean
+and variance (buffers, not parameters, in every framework) and the scales and zero-points of
+QuantizeLinear / DequantizeLinear (quantization metadata). A weight stored behind a Cast or
+DequantizeLinear is counted as sliced by its reader.
 """
 from __future__ import annotations
 
@@ -37,12 +41,19 @@ class CostModel:
         self._param_slices = defaultdict(list)
         for s in a.slices:
             name = a.view.nodes[s.node].input[s.input_index]
-            self._param_slices[name].append(s)
+            stored = a.view.stored_weight(name)
+            self._param_slices[stored.data if stored is not None else name].append(s)
+        self._quantized, self._quant_params = set(), set()
+        for node in a.view.nodes:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain in ("", "ai.onnx"):
+                self._quant_params.update(node.input[1:3])
+                if node.op_type == "DequantizeLinear" and node.input:
+                    self._quantized.add(node.input[0])
 
     def _parameters(self):
         """(dims, slices) of every initializer that counts as parameters."""
         for name, tensor in self.analysis.view.initializers.items():
-            if tensor.data_type not in _FLOAT_TYPES:
+            if name in self._quant_params or (tensor.data_type not in _FLOAT_TYPES and name not in self._quantized):
                 continue
             slices = self._param_slices.get(name, [])
             if slices and not slices[0].count_as_param:

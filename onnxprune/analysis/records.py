@@ -47,7 +47,8 @@ class ParamSlice:
 @dataclass(frozen=True)
 class Update:
     """An attribute or shape constant that carries a channel count: ``kind`` is one of
-    conv_group, pad, slice, split, reshape, resize_sizes, shape_entry."""
+    conv_group, pad, slice, split, reshape, resize_sizes, shape_entry (``extra`` of a reshape:
+    elements per channel, and the target entries written as 0, copying the input's dimension)."""
     node: int
     kind: str
     tensor: str          # the tensor whose kept channels decide the new value

@@ -94,7 +94,18 @@ def check_runtime_support(model, path: str) -> None:
         text = str(exc)
         if any(w.lower() in text.lower() for w in _VERSION_WORDS):
             raise OnnxPruneError(f"{path}: onnxruntime {ort.__version__} cannot run this model (IR version "
-                                 f"{model.ir_version}, opset {opset}): {text.splitlines()[0][-160:]}") from None
+                                 f"{model.ir_version}, opset {opset}): {_version_reason(text)}") from None
+
+
+def _version_reason(text: str) -> str:
+    """The sentence of an onnxruntime load error that names the supported version, without the
+    C++ source location and signature before it."""
+    import re
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    text = re.split(r"[)&] (?=[A-Z])", text)[-1]
+    sentences = [s.strip() for s in re.split(r"(?<=[.!])\s+", text) if s.strip()]
+    named = [s for s in sentences if any(w.lower() in s.lower() for w in ("opset", "ir version"))]
+    return (named or sentences or [text])[-1][:200]
 
 
 def fixed_input_model(model, args: argparse.Namespace):

@@ -139,9 +139,11 @@ class _Rewriter:
             else:
                 self.edit.remove_attribute(u.node, "num_outputs")
                 self._set_input(u.node, 1, np.array(sizes, np.int64))
-        elif u.kind == "reshape":
+        elif u.kind == "reshape":     # extra: (block, entries that copy the input's dimension)
+            block, copies = u.extra
             target = self.a.view.constant(node.input[1]).copy()
-            target[u.axis] = len(keep) * u.extra[0]
+            target[list(copies)] = 0
+            target[u.axis] = len(keep) * block
             self._set_input(u.node, 1, target)
         elif u.kind == "shape_entry":        # entry u.axis of constant input extra[0] (Expand targets)
             k, block = u.extra

@@ -15,7 +15,7 @@ import numpy as np
 from onnxprune.analysis import Analysis, Group
 from onnxprune.scoring.criteria import CRITERIA, random_scores
 
-__all__ = ["producer_filters", "group_scores", "select_kept", "select_all"]
+__all__ = ["producer_filters", "group_scores", "select_kept", "select_all", "span_floors"]
 
 
 def producer_filters(analysis: Analysis, group: Group) -> list[tuple[int, np.ndarray]]:
@@ -75,13 +75,38 @@ def required_spans(analysis: Analysis) -> dict[int, set[tuple[tuple[int, int], .
     return spans
 
 
+def _positions(span) -> set[int]:
+    return {i for a, b in span for i in range(a, b)}
+
+
+def _minimal_spans(spans) -> list[set[int]]:
+    """The spans that contain no other span, smallest first: keeping one channel in each keeps
+    one in every span (each span contains a minimal one)."""
+    sets = sorted({frozenset(_positions(sp)) for sp in spans}, key=lambda s: (len(s), min(s, default=0)))
+    return [set(s) for s in sets if s and not any(o < s for o in sets)]
+
+
+def span_floors(analysis: Analysis) -> dict[int, int]:
+    """Per group whose tensors see only parts of it (channel Slice / Split / Pad, Concat of
+    parts), the fewest kept channels with which every such tensor keeps one: its number of
+    minimal spans (a floor for the allocation; :func:`select_all` then keeps one in each)."""
+    out = {}
+    for g, spans in required_spans(analysis).items():
+        n = len(_minimal_spans(spans))
+        if n > 1:
+            out[g] = n
+    return out
+
+
 def _select_stratified(scores: np.ndarray, count: int, spans) -> np.ndarray:
     """Keep ``count`` channels so that every span (a tensor that sees only part of the group)
-    keeps its proportional share, round(count·|span|/channels) and at least one. Spans are filled
-    smallest first, each from the positions no smaller span has claimed, so every ring of a nested
-    chain gets exactly its share; within a ring the best scores win. This is what the cost model
-    assumes (expected counts), so the allocation's plan and the pruned model's cost agree (e.g. a
-    residual width grown by channel Pad: the 16 channels of stage 1 keep a quarter of the kept 64)."""
+    keeps its proportional share, round(count·|span|/channels) and at least one. First the best
+    channel of every minimal span (so no tensor is left empty when ``count`` reaches
+    :func:`span_floors`); then spans are filled smallest first, each from the positions no smaller
+    span has claimed, so every ring of a nested chain gets exactly its share; within a ring the best
+    scores win. This is what the cost model assumes (expected counts), so the allocation's plan and
+    the pruned model's cost agree (e.g. a residual width grown by channel Pad: the 16 channels of
+    stage 1 keep a quarter of the kept 64)."""
     c = len(scores)
     keep: set[int] = set()
     claimed: set[int] = set()
@@ -89,8 +114,11 @@ def _select_stratified(scores: np.ndarray, count: int, spans) -> np.ndarray:
     def best(positions, k):
         return sorted(positions, key=lambda i: (-scores[i], i))[:max(0, k)]
 
+    for inside in _minimal_spans(spans):
+        if len(keep) < count and not keep & inside:
+            keep.update(best(inside, 1))
     for span in sorted(spans, key=lambda sp: sum(b - a for a, b in sp)):
-        inside = {i for a, b in span for i in range(a, b)}
+        inside = _positions(span)
         quota = min(count, max(1, int(np.floor(count * len(inside) / c + 0.5))))
         have = len(keep & inside)
         keep.update(best(inside - claimed - keep, min(quota - have, count - len(keep))))
@@ -111,7 +139,7 @@ def select_all(analysis: Analysis, counts: Mapping[int, int],
             k = None
             if g.equal_blocks == 1:
                 spans = required_spans(analysis) if spans is None else spans
-                if len(spans.get(g.id, ())) > 1:
+                if any(sp != ((0, g.channels),) for sp in spans.get(g.id, ())):
                     k = _select_stratified(np.asarray(scores[g.id]), n, spans[g.id])
             kept[g.id] = select_kept(scores[g.id], n, g.equal_blocks) if k is None else k
     return kept

@@ -184,3 +184,32 @@ def test_conv_with_an_unfoldable_weight_is_reported_not_dropped():
     c2 = next(g for g in a.groups if g.producers == ["c2"])
     assert any("not a constant" in r for r in c2.skip_reasons)
     assert any("non-constant weight" in r for r in a.groups[0].skip_reasons)
+
+
+def test_int8_weights_count_as_parameters(qdq_model, tmp_path):
+    """The int8 weights (and int32 biases) behind DequantizeLinear are the QDQ model's parameters:
+    as many as the float model's, sliced with the pruned channels; scales and zero-points are not
+    counted. --params-reduction prunes the QDQ model by its real weights."""
+    from onnxprune.analysis.cost import CostModel
+    from onnxprune.cli.main import main
+    quantized, floating = load_model(qdq_model), load_model(qdq_model.parent / "f.onnx")
+    assert CostModel(analyze(quantized)).params() == CostModel(analyze(floating)).params() == 147434
+    result = prune(quantized, PruneConfig(params_reduction=0.5, seed=0))
+    assert result.report.ok, result.report
+    after = CostModel(analyze(result.model)).params()
+    dequantized = {n.input[0] for n in result.model.graph.node if n.op_type == "DequantizeLinear"}
+    stored = sum(int(np.prod(t.dims)) for t in result.model.graph.initializer if t.name in dequantized)
+    assert after == stored <= 0.5 * 147434
+    assert result.plan.budget["achieved"]["params_reduction"] == pytest.approx(1 - after / 147434)
+    out = tmp_path / "pruned.onnx"
+    assert main(["prune", str(qdq_model), "-o", str(out), "--params-reduction", "0.5", "-q"]) == 0
+    assert 0.45 * 147434 < CostModel(analyze(load_model(out))).params() <= 0.5 * 147434
+
+
+def test_fp16_weights_behind_cast_count_as_sliced():
+    from onnxprune.analysis.cost import CostModel
+    model = _fp16_cast_net()
+    result = prune(model, PruneConfig(ratio=0.5, seed=0))
+    kept = {g.id: np.array(g.kept) for g in result.plan.groups}
+    assert CostModel(analyze(model)).params(kept) == CostModel(analyze(result.model)).params()
+    assert CostModel(analyze(result.model)).params() < 0.6 * CostModel(analyze(model)).params()

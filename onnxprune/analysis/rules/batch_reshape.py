@@ -85,7 +85,7 @@ def _constant_target_dynamic_batch(p: ChannelPass, idx: int, node: onnx.NodeProt
         return
     p.set(node.output[0], Layout(found[0], found[1], lay.segments))
     if t[found[0]] != -1:
-        p.updates.append(Update(idx, "reshape", node.input[0], found[0], (found[1],)))
+        p.updates.append(Update(idx, "reshape", node.input[0], found[0], (found[1], ())))
 
 
 def _channel_axis(lay: Layout, xs: list[int], ys: list[int]) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 
 from onnxprune.analysis.records import Layout, Update
+from onnxprune.analysis.rules.shape_values import copied_dims
 from onnxprune.graph.view import attr
 
 if TYPE_CHECKING:
@@ -64,7 +65,9 @@ def reshape(p: ChannelPass, idx: int, node: onnx.NodeProto) -> None:
         if chunk % rest == 0 and ys[c2] == lay.channels * (chunk // rest):
             p.set(node.output[0], Layout(c2, chunk // rest, lay.segments))
             if int(target[c2]) not in (-1, 0):
-                p.updates.append(Update(idx, "reshape", node.input[0], c2, (chunk // rest,)))
+                copies = () if int(attr(node, "allowzero", 0)) else copied_dims(p, idx, 1, node.input[0])
+                p.updates.append(Update(idx, "reshape", node.input[0], c2,
+                                        (chunk // rest, tuple(j for j in copies if j != c2))))
             elif int(target[c2]) == 0 and c2 != c:
                 p.block(lay, "Reshape copies a channel dimension to another axis", idx)
             return

@@ -17,7 +17,7 @@ from onnxprune.graph.view import attr
 if TYPE_CHECKING:
     from onnxprune.analysis.channel_pass import ChannelPass
 
-__all__ = ["Entry", "shape_entries"]
+__all__ = ["Entry", "shape_entries", "copied_dims"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,23 @@ def shape_entries(p: ChannelPass, node_idx: int, k: int) -> list[Entry] | None:
             out.extend(part)
         return out
     return _piece(p, node_idx, k)
+
+
+def copied_dims(p: ChannelPass, node_idx: int, k: int, data: str) -> tuple[int, ...]:
+    """Positions ``j`` of the computed target at input ``k`` of a Reshape whose entry is dimension
+    ``j`` of the reshaped tensor ``data``, or the batch (dimension 0 of a tensor, at position 0).
+    The rewrite stores a changed target as a constant; there these entries are written as 0 (copy
+    the input's dimension), so a shape fixed only for the analysis (``--input-shape``) is not baked
+    into the written model. Empty for a stored (initializer or Constant) target."""
+    name = p.v.nodes[node_idx].input[k]
+    stored = p.v.stored_weight(name)
+    if stored is not None and stored.via is None:
+        return ()
+    entries = shape_entries(p, node_idx, k)
+    if not entries:
+        return ()
+    return tuple(j for j, e in enumerate(entries)
+                 if e.tensor is not None and e.axis == j and (e.tensor == data or j == 0))
 
 
 def _piece(p: ChannelPass, node_idx: int, k: int) -> list[Entry] | None:
