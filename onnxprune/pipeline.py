@@ -74,6 +74,7 @@ class PruneConfig:
     shapley_mc_images: int = 32              # shapley-mc: images per coalition value
     temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)   # convex/linear: weight sharpness candidates
     select_images: int = 128                 # calibration images that pick among the candidates
+    select_refit_images: int = 256           # with recover: the candidates' quick refit uses the images after those
     lam: float = 0.5                         # fusion weight λ of the rank
     seed: int = 0
     verify: bool = True
@@ -167,15 +168,18 @@ def _data_batches(data, batch_size: int):
             yield x
 
 
-def _first_images(data, n: int) -> np.ndarray:
-    """The first ``n`` calibration images as one array."""
-    out, have = [], 0
-    for x in _data_batches(data, min(n, 64)):
-        out.append(np.asarray(x, np.float32)[:n - have])
-        have += len(out[-1])
-        if have >= n:
+def _first_images(data, n: int, skip: int = 0) -> np.ndarray:
+    """Calibration images ``skip`` to ``skip + n`` as one array (fewer when the data ends first)."""
+    out, seen, want = [], 0, skip + n
+    for x in _data_batches(data, min(want, 64)):
+        x = np.asarray(x, np.float32)
+        lo, hi = max(skip - seen, 0), min(want - seen, len(x))
+        if hi > lo:
+            out.append(x[lo:hi])
+        seen += len(x)
+        if seen >= want:
             break
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
 def _input_shape(model: onnx.ModelProto) -> list:
@@ -291,11 +295,29 @@ class Pruner:
             return out
         return repair(problem, counts, ExactCosts(problem, exact), fill="smallest-first", trade=True)
 
-    def _pruned_outputs(self, counts: Mapping[int, int], images: np.ndarray) -> list[np.ndarray]:
-        """Every output of the model pruned to ``counts`` (selected by the fitted scores) on ``images``."""
+    def _candidate_refit_images(self, data, images: np.ndarray) -> np.ndarray | None:
+        """The images a candidate is refitted on before it is judged (None without recovery): the
+        ones after the selection images, so that the judgement is on images the refit did not see;
+        the selection images themselves when the data holds too few others."""
+        if self.config.recover != "reconstruct" or self.config.select_refit_images <= 0:
+            return None
+        rest = _first_images(data, self.config.select_refit_images, skip=len(images))
+        if len(rest) >= min(32, self.config.select_refit_images):
+            return rest
+        log.info("allocation: only %d calibration images besides the %d that judge the candidates; "
+                 "their quick refit uses those same images", len(rest), len(images))
+        return images
+
+    def _pruned_outputs(self, counts: Mapping[int, int], images: np.ndarray,
+                        refit_images: np.ndarray | None = None) -> list[np.ndarray]:
+        """Every output of the model pruned to ``counts`` (selected by the fitted scores) on
+        ``images``; refitted first on ``refit_images`` when given (the prune's own recovery)."""
         from onnxprune.runtime import AnyBatchSession
         plan = Plan.build(self.analysis_, select_all(self.analysis_, dict(counts), self.scores_))
         pruned = apply_plan(self.analysis_, plan, check=False)
+        if refit_images is not None:
+            from onnxprune.recover.reconstruct import reconstruct
+            pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed)
         return AnyBatchSession(pruned).run(images)
 
     def _candidates(self, problem: AllocationProblem, alloc: str) -> list[Candidate]:
@@ -317,11 +339,13 @@ class Pruner:
         calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
         from onnxprune.runtime import AnyBatchSession
         images = _first_images(data, self.config.select_images)
+        refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
         candidates = self._candidates(problem, alloc)
-        choice = choose_candidate(candidates, lambda counts: self._pruned_outputs(counts, images),
-                                  reference, session.output_names)
+        choice = choose_candidate(candidates, lambda counts: self._pruned_outputs(counts, images, refit_images),
+                                  reference, session.output_names,
+                                  after=None if refit_images is None else f"a refit on {len(refit_images)} images")
         self.choice_ = choice
         self.notes.extend(choice.candidate.notes)
         if len(candidates) > 1:
