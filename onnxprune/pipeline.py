@@ -19,7 +19,7 @@ from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
 from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
-from onnxprune.log import get_logger
+from onnxprune.log import get_logger, quieted
 from onnxprune.rewrite.plan import Plan
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.scoring.selection import group_scores, select_all, span_floors
@@ -225,6 +225,7 @@ class Pruner:
         self.latency_ = None
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
+        self._keep_choice = False       # latency feedback rounds after the first keep its candidate
 
     @property
     def settings(self) -> dict:
@@ -317,7 +318,8 @@ class Pruner:
         pruned = apply_plan(self.analysis_, plan, check=False)
         if refit_images is not None:
             from onnxprune.recover.reconstruct import reconstruct
-            pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed)
+            with quieted("onnxprune.recover"):
+                pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed)
         return AnyBatchSession(pruned).run(images)
 
     def _candidates(self, problem: AllocationProblem, alloc: str) -> list[Candidate]:
@@ -338,11 +340,18 @@ class Pruner:
         """Keep the candidate whose pruned model's outputs stay closest to the unpruned model's on
         calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
         from onnxprune.runtime import AnyBatchSession
+        if self.choice_ is not None and self._keep_choice:
+            kept = [c for c in self._candidates(problem, alloc) if c.name == self.choice_.candidate.name]
+            if kept:
+                return kept[0].counts
         images = _first_images(data, self.config.select_images)
         refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
         candidates = self._candidates(problem, alloc)
+        if refit_images is not None and len(candidates) > 1:
+            log.info("allocation: judging %d candidates on %d images, each after a quick refit on %d images",
+                     len(candidates), len(images), len(refit_images))
         choice = choose_candidate(candidates, lambda counts: self._pruned_outputs(counts, images, refit_images),
                                   reference, session.output_names,
                                   after=None if refit_images is None else f"a refit on {len(refit_images)} images")
@@ -461,8 +470,11 @@ class Pruner:
         notes_before = list(self.notes)
 
         def attempt(budget):
+            # the first round chooses the candidate (weight sharpness); later rounds keep it and move
+            # only the budget, so a round costs one allocation and one timing
             self.notes = list(notes_before)
             allocation = self._allocate(data, latency_budget=budget)
+            self._keep_choice = self.choice_ is not None
             return allocation, select_all(self.analysis_, allocation, self.scores_), list(self.notes), self.choice_
 
         def measure(result):
@@ -470,8 +482,11 @@ class Pruner:
             got = measure_pair(self.model_, pruned, self.latency_.engine, self.latency_.batch)
             return 1 - got["pruned_s"] / got["original_s"], got["speedup"]
 
-        best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
-                                             rounds=self.config.latency_rounds)
+        try:
+            best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
+                                                 rounds=self.config.latency_rounds)
+        finally:
+            self._keep_choice = False
         self.allocation_, self.kept_, self.notes, self.choice_ = best.result
         self.latency_feedback_ = [r.to_dict() for r in rounds]
         self.notes.append(f"latency budget met by measurement: internal budget {100 * best.budget:.1f} % "
