@@ -54,12 +54,14 @@ class PruneConfig:
     given (see :meth:`with_default_method`). ``round_to`` is one channel multiple for every group,
     a mapping group id -> multiple, or ``"latency"``: per group, the step the ``target`` engine runs
     fast at ``batch`` (measured, see onnxprune.latency.steps). ``latency_reduction`` is a budget on
-    the latency predicted from tables measured on the ``target`` engine at ``batch``.
+    the latency measured on the ``target`` engine at ``batch``: tables measured per layer shape the
+    allocation, and up to ``latency_rounds`` timed pruned models correct its level
+    (onnxprune.latency.feedback; 0 trusts the tables' prediction).
     """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
     params_reduction: float | None = None    # fraction of parameters to remove
     ratio: float | None = None               # fraction of channels removed from every group
-    latency_reduction: float | None = None   # fraction of predicted latency (target, batch) to remove
+    latency_reduction: float | None = None   # fraction of measured latency (target, batch) to remove
     target: str = "cpu"                      # latency engine: cpu | cuda | tensorrt
     batch: int = 1                           # batch size the latency is measured at
     method: str | None = None                # infoconc | itpruner | uniform-l1 | uniform-hrank
