@@ -32,7 +32,9 @@ class FinetuneConfig:
     flip: bool = True
     kd_temperature: float = 4.0
     kd_weight: float | None = None   # α; None (or 0 with a teacher): 1.0 without labels, 0.5 with
-    kd_regression_loss: str = "mse"  # "mse" | "smooth_l1" for outputs that are not (N, C) class scores
+    kd_regression_loss: str = "mse"  # "mse" | "smooth_l1" for outputs that are neither probabilities nor (N, C) class scores
+    kd_prob_loss: str = "kl"         # "kl" | "l1" | "regress" for probability outputs (softmax along an axis)
+    kd_prob_temperature: float = 1.0  # temperature of "kl" on probability outputs
     teacher_backend: str = "auto"    # "auto" (onnxruntime on CPU, the bridge on CUDA) | "onnxruntime" | "torch"
     seed: int = 0
     max_steps_per_epoch: int | None = None   # for short runs
@@ -43,6 +45,10 @@ class FinetuneConfig:
         from onnxprune.finetune.errors import FinetuneError
         if self.kd_regression_loss not in ("mse", "smooth_l1"):
             raise FinetuneError(f"kd_regression_loss {self.kd_regression_loss!r}: use 'mse' or 'smooth_l1'")
+        if self.kd_prob_loss not in ("kl", "l1", "regress"):
+            raise FinetuneError(f"kd_prob_loss {self.kd_prob_loss!r}: use 'kl', 'l1' or 'regress'")
+        if self.kd_temperature <= 0 or self.kd_prob_temperature <= 0:
+            raise FinetuneError("distillation temperatures must be > 0")
         if self.teacher_backend not in ("auto", "onnxruntime", "torch"):
             raise FinetuneError(f"teacher_backend {self.teacher_backend!r}: use auto, onnxruntime or torch")
         if self.kd_weight is not None and not 0.0 <= self.kd_weight <= 1.0:
@@ -72,9 +78,15 @@ FINETUNE_OPTIONS: dict[str, dict] = {
                         "with labels"),
     "--kd-temperature": _opt("kd_temperature", float, "distillation temperature T for class-score "
                              "outputs (default %(default)s)"),
-    "--kd-regression-loss": _opt("kd_regression_loss", str, "distance for outputs that are not (N, C) "
-                                 "class scores, normalised by the teacher output's variance (default "
-                                 "%(default)s)", choices=["mse", "smooth_l1"]),
+    "--kd-regression-loss": _opt("kd_regression_loss", str, "distance for outputs that are neither "
+                                 "probabilities nor (N, C) class scores, normalised by the teacher "
+                                 "output's variance (default %(default)s)", choices=["mse", "smooth_l1"]),
+    "--kd-prob-loss": _opt("kd_prob_loss", str, "distance for probability outputs (a Softmax produces "
+                           "them, or the last axis sums to 1): kl = KL divergence from the teacher's "
+                           "distribution along that axis, l1 = mean absolute difference, regress = as "
+                           "--kd-regression-loss (default %(default)s)", choices=["kl", "l1", "regress"]),
+    "--kd-prob-temperature": _opt("kd_prob_temperature", float, "temperature of the KL on probability "
+                                  "outputs (default %(default)s)"),
     "--teacher-backend": _opt("teacher_backend", str, "what runs the teacher: auto = onnxruntime on CPU, "
                               "the torch bridge on CUDA (default %(default)s)",
                               choices=["auto", "onnxruntime", "torch"]),

@@ -1,0 +1,117 @@
+"""Probability outputs (softmax along an axis) distilled by KL on the distributions, and the
+starting model kept when no epoch improves on it."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from onnx_builders import Net  # noqa: E402
+
+from onnxprune.data import load_dataset  # noqa: E402
+from onnxprune.finetune import FinetuneConfig, finetune  # noqa: E402
+from onnxprune.finetune.losses import (distill_loss, output_specs, probability_axis,  # noqa: E402
+                                       softmax_output_axes)
+from onnxprune.runtime import AnyBatchSession  # noqa: E402
+
+CFG = dict(epochs=3, batch_size=32, lr=0.05, crop_padding=0, flip=False, reinsert_bn=False, seed=0)
+
+
+def detector_net(seed: int, opset: int = 13) -> onnx.ModelProto:
+    """A tiny detector: per-position 2-class probabilities (N, 64, 2) from a Softmax, and boxes (N, 64, 4)."""
+    n = Net(opset, seed)
+    y = n.relu(n.conv(n.input("x", [1, 3, 8, 8]), 3, 8))
+    y = n.relu(n.conv(y, 8, 8))
+
+    def per_position(c: int) -> str:
+        t = n.node("Transpose", [n.conv(y, 8, c, k=1)], perm=[0, 2, 3, 1])
+        return n.node("Reshape", [t, n.ints([0, -1, c])])
+    logits = n.node("Mul", [per_position(2), n.const(np.float32(4.0))])    # confident scores
+    n.output(n.node("Softmax", [logits], axis=2), [1, 64, 2])
+    n.output(per_position(4), [1, 64, 4])
+    return n.model()
+
+
+def unlabelled(path: Path, n: int = 96, seed: int = 0) -> Path:
+    np.save(path, np.random.default_rng(seed).integers(0, 255, (n, 8, 8, 3)).astype(np.uint8))
+    return path
+
+
+def softmax(z, axis):
+    e = np.exp(z - z.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+def test_probabilities_are_recognised_by_values_or_by_their_softmax():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 10, 3)).astype(np.float32)
+    assert probability_axis(softmax(logits, -1)) == 2
+    assert probability_axis(logits) is None
+    assert probability_axis(softmax(logits, 1)) is None                  # the last axis does not sum to 1
+    assert probability_axis(softmax(logits, 1), softmax_axis=1) == 1     # a Softmax on axis 1 says where
+    assert probability_axis(np.full((4, 10, 1), 1.0, np.float32)) is None  # one class is no distribution
+    specs = output_specs(["p", "z", "m", "q"], [softmax(logits[:, 0], -1), logits[:, 0], logits,
+                                                  softmax(logits, -1)], prob_loss="kl")
+    assert [(s.kind, s.axis) for s in specs] == [("prob", 1), ("class", -1), ("regress", -1), ("prob", 2)]
+    assert [s.kind for s in output_specs(["q"], [softmax(logits, -1)], prob_loss="regress")] == ["regress"]
+
+
+def test_softmax_axes_follow_the_opset_semantics():
+    assert softmax_output_axes(detector_net(1, opset=13)) == {detector_net(1).graph.output[0].name: 2}
+    old = detector_net(1, opset=11)   # before opset 13 axis=2 of a rank-3 output is the last axis
+    assert softmax_output_axes(old) == {old.graph.output[0].name: 2}
+    for node in old.graph.node:
+        if node.op_type == "Softmax":
+            node.attribute[0].i = 1          # flattens (64, 2) into one distribution: not per axis
+    assert softmax_output_axes(old) == {}
+
+
+def test_kl_on_probabilities_equals_kl_on_the_logits_at_any_temperature():
+    rng = np.random.default_rng(1)
+    zs, zt = (torch.from_numpy(rng.standard_normal((3, 7, 4)).astype(np.float32) * 3) for _ in range(2))
+    spec = output_specs(["p"], [softmax(zt.numpy(), -1)])
+    for T in (1.0, 4.0):
+        got = distill_loss([torch.softmax(zs, -1)], [torch.softmax(zt, -1)], spec, 9.0, prob_temperature=T)
+        ls, lt = torch.log_softmax(zs / T, -1), torch.log_softmax(zt / T, -1)
+        want = (lt.exp() * (lt - ls)).sum(-1).mean() * T * T
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+    same = distill_loss([torch.softmax(zt, -1)], [torch.softmax(zt, -1)], spec, 1.0)
+    assert abs(float(same)) < 1e-6
+
+
+def test_label_free_kl_on_probability_outputs_moves_the_score_map_to_the_teacher(tmp_path, caplog):
+    teacher, student = detector_net(1), detector_net(2)
+    train = load_dataset(unlabelled(tmp_path / "train.npy"), shuffle=False)
+    val_x = load_dataset(unlabelled(tmp_path / "val.npy", n=64, seed=5), shuffle=False).arrays()[0]
+
+    def score_mae(model):
+        return float(np.abs(AnyBatchSession(model).run(val_x)[0] - AnyBatchSession(teacher).run(val_x)[0]).mean())
+    with caplog.at_level(logging.INFO, logger="onnxprune"):
+        finetune(student, train, (val_x, None), FinetuneConfig(**{**CFG, "epochs": 6, "lr": 0.01}),
+                 tmp_path / "out.onnx", teacher=teacher)
+    assert "KL (T 1) on probabilities along axis 2" in caplog.text
+    before, after = score_mae(student), score_mae(onnx.load(tmp_path / "out.onnx"))
+    assert after < 0.6 * before, (before, after)
+
+
+def test_no_epoch_better_than_the_start_keeps_the_starting_model(tmp_path, caplog):
+    teacher = detector_net(1)
+    train = load_dataset(unlabelled(tmp_path / "train.npy"), shuffle=False)
+    val_x = load_dataset(unlabelled(tmp_path / "val.npy", n=32, seed=5), shuffle=False).arrays()[0]
+    out = tmp_path / "out.onnx"
+    with caplog.at_level(logging.INFO, logger="onnxprune"):   # the student is the teacher: nothing to gain
+        summary = finetune(teacher, train, (val_x, None), FinetuneConfig(**{**CFG, "epochs": 2, "lr": 1.0}),
+                           out, teacher=teacher)
+    assert summary["best"]["epoch"] == 0
+    assert all(r["val_distance"] > summary["before"]["val_distance"] for r in summary["history"])
+    assert out.read_bytes() == teacher.SerializeToString()
+    lines = [r.getMessage() for r in caplog.records if "no epoch improved" in r.getMessage()]
+    assert len(lines) == 1 and "exported the starting model unchanged" in lines[0] and "\n" not in lines[0]
+    assert "exported epoch" not in caplog.text
