@@ -40,6 +40,7 @@ class FinetuneConfig:
     max_steps_per_epoch: int | None = None   # for short runs
     device: str = "auto"
     reinsert_bn: bool = True         # BN-folded models: train with BatchNorm, fold it back at export
+    freeze_bn_stats: bool = False    # BatchNorm normalises with its running statistics while training
 
     def __post_init__(self) -> None:
         from onnxprune.finetune.errors import FinetuneError
@@ -93,6 +94,10 @@ FINETUNE_OPTIONS: dict[str, dict] = {
     "--max-steps": _opt("max_steps_per_epoch", int, "cap the steps per epoch (short runs)"),
     "--device": _opt("device", str, "auto | cpu | cuda | cuda:N (default %(default)s)"),
     "--seed": _opt("seed", int, "seed of shuffling, augmentation and initialisation (default %(default)s)"),
+    "--freeze-bn-stats": dict(dest="freeze_bn_stats", action="store_true", default=False,
+                              help="BatchNorm keeps normalising with its running statistics while "
+                                   "training (scale and shift are still trained); default: batch "
+                                   "statistics, running statistics updated"),
     "--no-reinsert-bn": dict(dest="reinsert_bn", action="store_false", default=True,
                              help="train a BatchNorm-folded model as is (default: re-insert BatchNorm "
                                   "for training and fold it back at export)"),

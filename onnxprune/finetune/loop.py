@@ -117,7 +117,7 @@ def _prepare_teacher(run: _Run, teacher_model, val, emit):
 
 def _loss_name(spec, cfg: FinetuneConfig) -> str:
     if spec.kind == "class":
-        return f"KL (T {cfg.kd_temperature:g})"
+        return f"KL (T {cfg.kd_temperature:g})" + (" from probabilities" if spec.probs else "")
     if spec.kind == "prob":
         how = "L1" if cfg.kd_prob_loss == "l1" else f"KL (T {cfg.kd_prob_temperature:g})"
         return f"{how} on probabilities along axis {spec.axis}"
@@ -161,6 +161,9 @@ def _train_epoch(run: _Run, epoch: int, step: int, gen) -> tuple[dict, int]:
     import torch
     cfg, rank, world = run.config, run.rank, run.world
     run.module.train()
+    if cfg.freeze_bn_stats:
+        for bn in run.module.bn.values():
+            bn.eval()
     t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     order = run.train.sample(len(run.train), seed=cfg.seed + epoch)
     batches = islice(order.batches(cfg.batch_size, drop_last=True), run.steps_per_epoch)

@@ -2,18 +2,17 @@
 
 Each output's distance depends on what it holds (see :func:`output_specs`):
 
-* probabilities along an axis (the graph's producer is a Softmax, or every value lies in [0, 1]
-  and the last axis sums to 1): KL divergence from the teacher's distribution along that axis, at
-  temperature T (times T²), summed over the axis and averaged over every other position.
-  ``log p`` is the logits up to a constant per position, so softening ``log p / T`` is the
-  softmax of the logits at T: the temperature needs no logits. ``kd_prob_loss`` "l1" (mean
-  absolute difference) or "regress" (the regression distance below) are the alternatives;
-  on a pruned face detector's score map KL halved the held-out mean absolute error where
-  MSE reached 1.2x (benchmarks/results/labelfree);
-* other outputs of shape (N, C) are class scores (logits): KL divergence at temperature T;
-* every other output (boxes, score maps, embeddings of rank != 2) is a regression target: MSE or
-  smooth-L1 after dividing student and teacher by the teacher output's standard deviation, so
-  that outputs of different scale weigh alike.
+* class scores, shape (N, C): KL divergence at temperature T (``kd_temperature``, times T² so
+  gradients keep their scale); class *probabilities* (a Softmax produces them, or every row sums
+  to 1) are compared the same way through ``log p``, the logits up to a constant per row;
+* probabilities along an axis of a larger output (per-position class scores of a detector's
+  score map; recognised the same way): KL divergence from the teacher's distribution along that
+  axis at ``kd_prob_temperature`` (default 1), summed over the axis and averaged over every other
+  position. Softening ``log p / T`` equals softening the logits, so no logits are needed.
+  ``kd_prob_loss`` "l1" (mean absolute difference) or "regress" (as below) are the alternatives;
+* every other output (boxes, feature maps, embeddings) is a regression target: MSE or smooth-L1
+  after dividing student and teacher by the teacher output's standard deviation, so that outputs
+  of different scale weigh alike.
 
 The distance is the mean over outputs.
 """
@@ -35,9 +34,10 @@ LOG_FLOOR = 1e-30          # probabilities are clamped here before the log (exac
 class OutputSpec:
     """How one model output is compared with the teacher's."""
     name: str
-    kind: str          # "prob" (distribution along axis), "class" (rank-2 logits), or "regress"
+    kind: str          # "class" (rank 2), "prob" (distributions along axis), or "regress"
     scale: float = 1.0  # the teacher output's standard deviation ("regress" only)
     axis: int = -1     # the distribution's axis ("prob" only)
+    probs: bool = False  # "class" only: the output holds probabilities, not logits
 
 
 def as_list(out) -> list:
@@ -66,16 +66,16 @@ def probability_axis(t: np.ndarray, softmax_axis: int | None = None) -> int | No
 
 def output_specs(names: list[str], teacher_outputs: list[np.ndarray],
                  softmax_axes: dict[str, int] | None = None, prob_loss: str = "kl") -> list[OutputSpec]:
-    """One spec per output: probabilities (unless ``prob_loss`` is "regress"), class scores for
-    other rank-2 outputs, else regression with the teacher's scale. ``softmax_axes`` maps the
+    """One spec per output: class scores (logits or probabilities) for rank-2 outputs, per-position
+    probabilities (unless ``prob_loss`` is "regress"), else regression with the teacher's scale. ``softmax_axes`` maps the
     outputs a Softmax produces to its axis (see :func:`softmax_output_axes`)."""
     specs = []
     for name, t in zip(names, teacher_outputs):
         axis = probability_axis(t, (softmax_axes or {}).get(name))
-        if axis is not None and prob_loss != "regress":
+        if t.ndim == 2 and axis in (None, 1):
+            specs.append(OutputSpec(name, "class", probs=axis is not None))
+        elif axis is not None and prob_loss != "regress":
             specs.append(OutputSpec(name, "prob", axis=axis))
-        elif t.ndim == 2 and axis is None:
-            specs.append(OutputSpec(name, "class"))
         else:
             std = float(np.std(t.astype(np.float64)))
             specs.append(OutputSpec(name, "regress", std if std > 1e-12 else 1.0))
@@ -125,8 +125,11 @@ def _one_distance(s, t, spec: OutputSpec, temperature: float, regression: str, p
         return (lt.exp() * (lt - ls)).sum() / _positions(t, spec.axis) * T * T
     if spec.kind == "class":
         T = temperature
-        return F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), log_target=True,
-                        reduction="batchmean") * T * T
+        if spec.probs:
+            ls, lt = _log_soft(s, 1, T), _log_soft(t, 1, T)
+        else:
+            ls, lt = F.log_softmax(s / T, 1), F.log_softmax(t / T, 1)
+        return F.kl_div(ls, lt, log_target=True, reduction="batchmean") * T * T
     s, t = s / spec.scale, t / spec.scale
     if regression == "smooth_l1":
         return F.smooth_l1_loss(s, t)

@@ -59,7 +59,8 @@ def test_probabilities_are_recognised_by_values_or_by_their_softmax():
     assert probability_axis(np.full((4, 10, 1), 1.0, np.float32)) is None  # one class is no distribution
     specs = output_specs(["p", "z", "m", "q"], [softmax(logits[:, 0], -1), logits[:, 0], logits,
                                                   softmax(logits, -1)], prob_loss="kl")
-    assert [(s.kind, s.axis) for s in specs] == [("prob", 1), ("class", -1), ("regress", -1), ("prob", 2)]
+    assert [(s.kind, s.axis, s.probs) for s in specs] == [("class", -1, True), ("class", -1, False),
+                                                           ("regress", -1, False), ("prob", 2, False)]
     assert [s.kind for s in output_specs(["q"], [softmax(logits, -1)], prob_loss="regress")] == ["regress"]
 
 
@@ -84,6 +85,11 @@ def test_kl_on_probabilities_equals_kl_on_the_logits_at_any_temperature():
         assert float(got) == pytest.approx(float(want), rel=1e-5)
     same = distill_loss([torch.softmax(zt, -1)], [torch.softmax(zt, -1)], spec, 1.0)
     assert abs(float(same)) < 1e-6
+    rows = output_specs(["p"], [softmax(zt[:, 0].numpy(), -1)])   # (N, C) probabilities: class KL at T
+    assert rows[0].kind == "class" and rows[0].probs
+    got = distill_loss([torch.softmax(zs[:, 0], -1)], [torch.softmax(zt[:, 0], -1)], rows, 4.0)
+    logits = distill_loss([zs[:, 0]], [zt[:, 0]], output_specs(["z"], [zt[:, 0].numpy()]), 4.0)
+    assert float(got) == pytest.approx(float(logits), rel=1e-5)
 
 
 def test_label_free_kl_on_probability_outputs_moves_the_score_map_to_the_teacher(tmp_path, caplog):
@@ -115,3 +121,39 @@ def test_no_epoch_better_than_the_start_keeps_the_starting_model(tmp_path, caplo
     lines = [r.getMessage() for r in caplog.records if "no epoch improved" in r.getMessage()]
     assert len(lines) == 1 and "exported the starting model unchanged" in lines[0] and "\n" not in lines[0]
     assert "exported epoch" not in caplog.text
+
+
+def test_cli_says_in_one_line_that_the_start_was_kept(tmp_path, capsys):
+    from onnxprune.cli import main
+    model = tmp_path / "m.onnx"
+    onnx.save(detector_net(1), model)
+    unlabelled(tmp_path / "train.npy", n=64)
+    unlabelled(tmp_path / "val.npy", n=32, seed=5)
+    rc = main(["finetune", str(model), "--train", str(tmp_path / "train.npy"), "--val", str(tmp_path / "val.npy"),
+               "--teacher", str(model), "-o", str(tmp_path / "out.onnx"), "--epochs", "1", "--lr", "1.0",
+               "--batch-size", "32", "--crop-padding", "0", "--no-flip", "--no-reinsert-bn", "-q"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.strip().splitlines()[-1].startswith(f"wrote {tmp_path / 'out.onnx'} (the starting model unchanged: "
+                                                  "no epoch improved on it, val_distance ")
+    assert (tmp_path / "out.onnx").read_bytes() == model.read_bytes()
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_frozen_bn_statistics_stay_while_the_rest_trains(tmp_path, freeze):
+    from onnx import numpy_helper
+    from onnx_builders import conv_chain
+    student, teacher = conv_chain(seed=2), conv_chain(seed=1)
+    train = load_dataset(unlabelled(tmp_path / "train.npy"), shuffle=False)
+    cfg = FinetuneConfig(**{**CFG, "epochs": 1, "lr": 0.01, "freeze_bn_stats": freeze})
+    finetune(student, train, None, cfg, tmp_path / "out.onnx", teacher=teacher)
+    bn = next(n for n in student.graph.node if n.op_type == "BatchNormalization")
+    conv = next(n for n in student.graph.node if n.op_type == "Conv")
+
+    def values(model, name):
+        return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+    out = onnx.load(tmp_path / "out.onnx")
+    stats_kept = all(np.array_equal(values(out, n), values(student, n)) for n in bn.input[3:5])
+    assert stats_kept == freeze
+    assert not np.array_equal(values(out, conv.input[1]), values(student, conv.input[1]))
+    assert not np.array_equal(values(out, bn.input[1]), values(student, bn.input[1]))   # the BN scale trains
