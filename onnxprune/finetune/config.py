@@ -11,10 +11,15 @@ import argparse
 from dataclasses import dataclass, fields
 
 __all__ = ["FinetuneConfig", "FINETUNE_OPTIONS", "config_from_namespace", "add_finetune_arguments",
-           "DEFAULT_KD_WEIGHT_LABELLED", "DEFAULT_KD_WEIGHT_LABEL_FREE"]
+           "DEFAULT_KD_WEIGHT_LABELLED", "DEFAULT_KD_WEIGHT_LABEL_FREE", "DEFAULT_LR_LABELLED",
+           "DEFAULT_LR_LABEL_FREE", "resolve_defaults"]
 
 DEFAULT_KD_WEIGHT_LABELLED = 0.5     # with labels: loss = 0.5·CE + 0.5·distance to the teacher
 DEFAULT_KD_WEIGHT_LABEL_FREE = 1.0   # without labels the teacher is the only signal
+# peak lr with labels: 0.01 took a pruned, refitted ResNet-56 from 81.4 to 50.0 % in 32 steps, 0.001 to 84.4 %
+DEFAULT_LR_LABELLED = 0.001
+# label-free the distances to the teacher are small (~1e-3), so are their gradients: see README
+DEFAULT_LR_LABEL_FREE = 0.03
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,7 @@ class FinetuneConfig:
     optional distillation from the unpruned model on every output."""
     epochs: int = 10
     batch_size: int = 128            # global batch (split across DDP ranks)
-    lr: float = 0.001                # peak lr after warm-up; 0.01 took a pruned, refitted ResNet-56 from 81.4 to 50.0 % in 32 steps, 0.001 to 84.4 %
+    lr: float | None = None          # peak lr after warm-up; None: DEFAULT_LR_LABELLED, or DEFAULT_LR_LABEL_FREE without labels
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.5
@@ -40,7 +45,7 @@ class FinetuneConfig:
     max_steps_per_epoch: int | None = None   # for short runs
     device: str = "auto"
     reinsert_bn: bool = True         # BN-folded models: train with BatchNorm, fold it back at export
-    freeze_bn_stats: bool = False    # BatchNorm normalises with its running statistics while training
+    bn_stats: str = "auto"           # "frozen" (running statistics while training) | "update" | "auto": frozen without labels
 
     def __post_init__(self) -> None:
         from onnxprune.finetune.errors import FinetuneError
@@ -50,11 +55,13 @@ class FinetuneConfig:
             raise FinetuneError(f"kd_prob_loss {self.kd_prob_loss!r}: use 'kl', 'l1' or 'regress'")
         if self.kd_temperature <= 0 or self.kd_prob_temperature <= 0:
             raise FinetuneError("distillation temperatures must be > 0")
+        if self.bn_stats not in ("auto", "frozen", "update"):
+            raise FinetuneError(f"bn_stats {self.bn_stats!r}: use auto, frozen or update")
         if self.teacher_backend not in ("auto", "onnxruntime", "torch"):
             raise FinetuneError(f"teacher_backend {self.teacher_backend!r}: use auto, onnxruntime or torch")
         if self.kd_weight is not None and not 0.0 <= self.kd_weight <= 1.0:
             raise FinetuneError(f"kd_weight {self.kd_weight}: must lie in [0, 1]")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise FinetuneError("epochs and batch size must be >= 1 and the learning rate > 0")
 
 
@@ -66,8 +73,10 @@ def _opt(dest, type_, help_, **extra) -> dict:
 FINETUNE_OPTIONS: dict[str, dict] = {
     "--epochs": _opt("epochs", int, "training epochs (default %(default)s)"),
     "--batch-size": _opt("batch_size", int, "global batch size, split across DDP ranks (default %(default)s)"),
-    "--lr": _opt("lr", float, "peak learning rate after a linear warm-up, then cosine to 0 (default "
-                 "%(default)s; higher rates can wreck a pretrained model in the first epoch)"),
+    "--lr": _opt("lr", float, f"peak learning rate after a linear warm-up, then cosine to 0 (default "
+                 f"{DEFAULT_LR_LABELLED} with labels, where higher rates can wreck a pretrained model in "
+                 f"the first epoch; {DEFAULT_LR_LABEL_FREE} without labels, where the distances to the "
+                 "teacher and their gradients are small)"),
     "--momentum": _opt("momentum", float, "SGD momentum, Nesterov when > 0 (default %(default)s)"),
     "--wd": _opt("weight_decay", float, "weight decay on weights, not on biases/BN (default %(default)s)"),
     "--warmup-epochs": _opt("warmup_epochs", float, "linear learning-rate warm-up, in epochs (default %(default)s)"),
@@ -94,14 +103,23 @@ FINETUNE_OPTIONS: dict[str, dict] = {
     "--max-steps": _opt("max_steps_per_epoch", int, "cap the steps per epoch (short runs)"),
     "--device": _opt("device", str, "auto | cpu | cuda | cuda:N (default %(default)s)"),
     "--seed": _opt("seed", int, "seed of shuffling, augmentation and initialisation (default %(default)s)"),
-    "--freeze-bn-stats": dict(dest="freeze_bn_stats", action="store_true", default=False,
-                              help="BatchNorm keeps normalising with its running statistics while "
-                                   "training (scale and shift are still trained); default: batch "
-                                   "statistics, running statistics updated"),
+    "--bn-stats": _opt("bn_stats", str, "BatchNorm while training: frozen = normalise with the running "
+                       "statistics (scale and shift still train), update = batch statistics, running ones "
+                       "updated; auto = frozen without labels (the original's statistics are the target, and "
+                       "batch statistics make training and inference differ), update with labels (default "
+                       "%(default)s)", choices=["auto", "frozen", "update"]),
     "--no-reinsert-bn": dict(dest="reinsert_bn", action="store_false", default=True,
                              help="train a BatchNorm-folded model as is (default: re-insert BatchNorm "
                                   "for training and fold it back at export)"),
 }
+
+
+def resolve_defaults(config: FinetuneConfig, use_labels: bool) -> FinetuneConfig:
+    """``config`` with the settings left to the supervision (None) filled in."""
+    from dataclasses import replace
+    lr = config.lr if config.lr is not None else (DEFAULT_LR_LABELLED if use_labels else DEFAULT_LR_LABEL_FREE)
+    bn_stats = config.bn_stats if config.bn_stats != "auto" else ("update" if use_labels else "frozen")
+    return replace(config, lr=lr, bn_stats=bn_stats)
 
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:

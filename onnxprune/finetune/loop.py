@@ -16,7 +16,7 @@ import onnx
 
 from onnxprune.finetune.augment import augment, calibrate_batchnorm
 from onnxprune.finetune.checkpoint import load_checkpoint, save_checkpoint
-from onnxprune.finetune.config import FinetuneConfig
+from onnxprune.finetune.config import FinetuneConfig, resolve_defaults
 from onnxprune.finetune.ddp import init_distributed, pick_device, shutdown_distributed, wrap_ddp
 from onnxprune.finetune.errors import FinetuneError
 from onnxprune.finetune.evaluate import evaluate_module, teacher_distance
@@ -161,7 +161,7 @@ def _train_epoch(run: _Run, epoch: int, step: int, gen) -> tuple[dict, int]:
     import torch
     cfg, rank, world = run.config, run.rank, run.world
     run.module.train()
-    if cfg.freeze_bn_stats:
+    if cfg.bn_stats == "frozen":
         for bn in run.module.bn.values():
             bn.eval()
     t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
@@ -204,6 +204,16 @@ def _epoch_line(record: dict, epochs: int) -> str:
     return text + (f", {measures}" if measures else "") + f" ({record['seconds']:.0f}s)"
 
 
+def _resolve(config: FinetuneConfig, use_labels: bool, emit) -> FinetuneConfig:
+    """The settings left to the supervision, filled in and said."""
+    resolved = resolve_defaults(config, use_labels)
+    left = [f"peak lr {resolved.lr:g}"] * (config.lr is None) + \
+           [f"BatchNorm statistics {resolved.bn_stats}"] * (config.bn_stats == "auto")
+    if left:
+        emit(f"  {'with' if use_labels else 'without'} labels: " + ", ".join(left))
+    return resolved
+
+
 def _build(model, train, val, config, teacher_model, emit):
     """The student module, its wrapper, the optimiser and the plan, before any training."""
     import torch
@@ -222,6 +232,7 @@ def _build(model, train, val, config, teacher_model, emit):
     names = [o.name for o in model.graph.output]
     objective = plan_objective(train, val, names, _student_outputs(module, probe, device), config,
                                teacher_model is not None, emit)
+    config = _resolve(config, objective.use_labels, emit)
     steps = math.ceil(len(train) / config.batch_size)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
@@ -279,7 +290,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
             emit(_epoch_line(record, config.epochs))
             if ckpt is not None:
                 save_checkpoint(ckpt, {"module": run.module.state_dict(), "optimizer": run.opt.state_dict(),
-                                       "epoch": epoch, "history": history, "best": best, "config": asdict(config)})
+                                       "epoch": epoch, "history": history, "best": best, "config": asdict(run.config)})
             if improved:
                 save_model(to_onnx(run.module, None, torch.from_numpy(probe[:1]).to(run.device)), out_path)
                 exported = True
@@ -293,7 +304,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
         emit(f"  exported epoch {best['epoch']} to {out_path} ({SELECTION_TEXT[run.objective.selection]})")
     if run.world > 1:
         shutdown_distributed()
-    return {"history": history, "best": best, "before": before, "world_size": run.world,
+    return {"history": history, "best": best, "before": before, "world_size": run.world, "config": asdict(run.config),
             "kd_weight": run.objective.kd_weight, "uses_labels": run.objective.use_labels,
             "selection": run.objective.selection}
 

@@ -139,14 +139,18 @@ def test_cli_says_in_one_line_that_the_start_was_kept(tmp_path, capsys):
     assert (tmp_path / "out.onnx").read_bytes() == model.read_bytes()
 
 
-@pytest.mark.parametrize("freeze", [True, False])
-def test_frozen_bn_statistics_stay_while_the_rest_trains(tmp_path, freeze):
+@pytest.mark.parametrize("bn_stats", ["auto", "frozen", "update"])
+def test_frozen_bn_statistics_stay_while_the_rest_trains(tmp_path, bn_stats, caplog):
     from onnx import numpy_helper
     from onnx_builders import conv_chain
     student, teacher = conv_chain(seed=2), conv_chain(seed=1)
     train = load_dataset(unlabelled(tmp_path / "train.npy"), shuffle=False)
-    cfg = FinetuneConfig(**{**CFG, "epochs": 1, "lr": 0.01, "freeze_bn_stats": freeze})
-    finetune(student, train, None, cfg, tmp_path / "out.onnx", teacher=teacher)
+    cfg = FinetuneConfig(**{**CFG, "epochs": 1, "lr": 0.01, "bn_stats": bn_stats})
+    with caplog.at_level(logging.INFO, logger="onnxprune"):
+        summary = finetune(student, train, None, cfg, tmp_path / "out.onnx", teacher=teacher)
+    freeze = bn_stats != "update"                     # auto: frozen without labels
+    assert summary["config"]["bn_stats"] == ("frozen" if freeze else "update")
+    assert ("without labels: BatchNorm statistics frozen" in caplog.text) == (bn_stats == "auto")
     bn = next(n for n in student.graph.node if n.op_type == "BatchNormalization")
     conv = next(n for n in student.graph.node if n.op_type == "Conv")
 
@@ -157,3 +161,18 @@ def test_frozen_bn_statistics_stay_while_the_rest_trains(tmp_path, freeze):
     assert stats_kept == freeze
     assert not np.array_equal(values(out, conv.input[1]), values(student, conv.input[1]))
     assert not np.array_equal(values(out, bn.input[1]), values(student, bn.input[1]))   # the BN scale trains
+
+
+def test_learning_rate_left_to_the_supervision(tmp_path):
+    from onnxprune.finetune.config import DEFAULT_LR_LABEL_FREE, DEFAULT_LR_LABELLED
+    from onnx_builders import conv_chain
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "l.npz", x=rng.integers(0, 255, (64, 8, 8, 3)).astype(np.uint8),
+             y=rng.integers(0, 5, 64).astype(np.uint8))
+    cfg = FinetuneConfig(**{**CFG, "epochs": 1, "lr": None})
+    labelled = finetune(conv_chain(seed=2), load_dataset(tmp_path / "l.npz", shuffle=False), None, cfg,
+                        tmp_path / "a.onnx")
+    free = finetune(conv_chain(seed=2), load_dataset(unlabelled(tmp_path / "u.npy"), shuffle=False), None, cfg,
+                    tmp_path / "b.onnx", teacher=conv_chain(seed=1))
+    assert (labelled["config"]["lr"], labelled["config"]["bn_stats"]) == (DEFAULT_LR_LABELLED, "update")
+    assert (free["config"]["lr"], free["config"]["bn_stats"]) == (DEFAULT_LR_LABEL_FREE, "frozen")
