@@ -38,7 +38,7 @@ class FinetuneConfig:
     kd_temperature: float = 4.0
     kd_weight: float | None = None   # α; None (or 0 with a teacher): 1.0 without labels, 0.5 with
     kd_regression_loss: str = "mse"  # "mse" | "smooth_l1" for outputs that are neither probabilities nor (N, C) class scores
-    kd_prob_loss: str = "kl"         # "kl" | "l1" | "regress" for probability outputs (softmax along an axis)
+    kd_prob_loss: str = "l1"         # "l1" | "kl" | "regress" for probability maps (softmax along an axis of a rank > 2 output)
     kd_prob_temperature: float = 1.0  # temperature of "kl" on probability outputs
     teacher_backend: str = "auto"    # "auto" (onnxruntime on CPU, the bridge on CUDA) | "onnxruntime" | "torch"
     seed: int = 0
@@ -91,10 +91,13 @@ FINETUNE_OPTIONS: dict[str, dict] = {
     "--kd-regression-loss": _opt("kd_regression_loss", str, "distance for outputs that are neither "
                                  "probabilities nor (N, C) class scores, normalised by the teacher "
                                  "output's variance (default %(default)s)", choices=["mse", "smooth_l1"]),
-    "--kd-prob-loss": _opt("kd_prob_loss", str, "distance for probability outputs (a Softmax produces "
-                           "them, or the last axis sums to 1): kl = KL divergence from the teacher's "
-                           "distribution along that axis, l1 = mean absolute difference, regress = as "
-                           "--kd-regression-loss (default %(default)s)", choices=["kl", "l1", "regress"]),
+    "--kd-prob-loss": _opt("kd_prob_loss", str, "distance for probability maps, outputs of rank > 2 "
+                           "holding distributions along an axis (a Softmax produces them, or the last "
+                           "axis sums to 1: a detector's per-anchor class scores): l1 = mean absolute "
+                           "difference, kl = KL divergence from the teacher's distribution along that "
+                           "axis, regress = as --kd-regression-loss (default %(default)s: it halved a "
+                           "pruned face detector's score-map error where KL and MSE did less, see "
+                           "benchmarks/results/labelfree)", choices=["l1", "kl", "regress"]),
     "--kd-prob-temperature": _opt("kd_prob_temperature", float, "temperature of the KL on probability "
                                   "outputs (default %(default)s)"),
     "--teacher-backend": _opt("teacher_backend", str, "what runs the teacher: auto = onnxruntime on CPU, "

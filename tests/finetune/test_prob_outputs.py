@@ -79,12 +79,15 @@ def test_kl_on_probabilities_equals_kl_on_the_logits_at_any_temperature():
     zs, zt = (torch.from_numpy(rng.standard_normal((3, 7, 4)).astype(np.float32) * 3) for _ in range(2))
     spec = output_specs(["p"], [softmax(zt.numpy(), -1)])
     for T in (1.0, 4.0):
-        got = distill_loss([torch.softmax(zs, -1)], [torch.softmax(zt, -1)], spec, 9.0, prob_temperature=T)
+        got = distill_loss([torch.softmax(zs, -1)], [torch.softmax(zt, -1)], spec, 9.0, prob_loss="kl",
+                           prob_temperature=T)
         ls, lt = torch.log_softmax(zs / T, -1), torch.log_softmax(zt / T, -1)
         want = (lt.exp() * (lt - ls)).sum(-1).mean() * T * T
         assert float(got) == pytest.approx(float(want), rel=1e-5)
-    same = distill_loss([torch.softmax(zt, -1)], [torch.softmax(zt, -1)], spec, 1.0)
+    same = distill_loss([torch.softmax(zt, -1)], [torch.softmax(zt, -1)], spec, 1.0, prob_loss="kl")
     assert abs(float(same)) < 1e-6
+    l1 = distill_loss([torch.softmax(zs, -1)], [torch.softmax(zt, -1)], spec, 1.0)    # the default
+    assert float(l1) == pytest.approx(float((torch.softmax(zs, -1) - torch.softmax(zt, -1)).abs().mean()), rel=1e-6)
     rows = output_specs(["p"], [softmax(zt[:, 0].numpy(), -1)])   # (N, C) probabilities: class KL at T
     assert rows[0].kind == "class" and rows[0].probs
     got = distill_loss([torch.softmax(zs[:, 0], -1)], [torch.softmax(zt[:, 0], -1)], rows, 4.0)
@@ -92,7 +95,10 @@ def test_kl_on_probabilities_equals_kl_on_the_logits_at_any_temperature():
     assert float(got) == pytest.approx(float(logits), rel=1e-5)
 
 
-def test_label_free_kl_on_probability_outputs_moves_the_score_map_to_the_teacher(tmp_path, caplog):
+@pytest.mark.parametrize("prob_loss, said", [("l1", "L1 on probabilities along axis 2"),
+                                             ("kl", "KL (T 1) on probabilities along axis 2")])
+def test_label_free_distillation_of_probability_maps_moves_the_score_map_to_the_teacher(
+        tmp_path, caplog, prob_loss, said):
     teacher, student = detector_net(1), detector_net(2)
     train = load_dataset(unlabelled(tmp_path / "train.npy"), shuffle=False)
     val_x = load_dataset(unlabelled(tmp_path / "val.npy", n=64, seed=5), shuffle=False).arrays()[0]
@@ -100,9 +106,10 @@ def test_label_free_kl_on_probability_outputs_moves_the_score_map_to_the_teacher
     def score_mae(model):
         return float(np.abs(AnyBatchSession(model).run(val_x)[0] - AnyBatchSession(teacher).run(val_x)[0]).mean())
     with caplog.at_level(logging.INFO, logger="onnxprune"):
-        finetune(student, train, (val_x, None), FinetuneConfig(**{**CFG, "epochs": 6, "lr": 0.01}),
+        finetune(student, train, (val_x, None),
+                 FinetuneConfig(**{**CFG, "epochs": 6, "lr": 0.01, "kd_prob_loss": prob_loss}),
                  tmp_path / "out.onnx", teacher=teacher)
-    assert "KL (T 1) on probabilities along axis 2" in caplog.text
+    assert said in caplog.text
     before, after = score_mae(student), score_mae(onnx.load(tmp_path / "out.onnx"))
     assert after < 0.6 * before, (before, after)
 
