@@ -95,9 +95,9 @@ FINETUNE_OPTIONS: dict[str, dict] = {
                            "holding distributions along an axis (a Softmax produces them, or the last "
                            "axis sums to 1: a detector's per-anchor class scores): l1 = mean absolute "
                            "difference, kl = KL divergence from the teacher's distribution along that "
-                           "axis, regress = as --kd-regression-loss (default %(default)s: it halved a "
-                           "pruned face detector's score-map error where KL and MSE did less, see "
-                           "benchmarks/results/labelfree)", choices=["l1", "kl", "regress"]),
+                           "axis, regress = as --kd-regression-loss (default %(default)s: on a pruned "
+                           "face detector it cut the score-map error more than KL at the same settings, "
+                           "see benchmarks/results/labelfree)", choices=["l1", "kl", "regress"]),
     "--kd-prob-temperature": _opt("kd_prob_temperature", float, "temperature of the KL on probability "
                                   "outputs (default %(default)s)"),
     "--teacher-backend": _opt("teacher_backend", str, "what runs the teacher: auto = onnxruntime on CPU, "
