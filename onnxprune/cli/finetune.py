@@ -97,5 +97,8 @@ def run(args: argparse.Namespace) -> int:
     best = summary["best"]
     value = best.get("value")
     what = f", {best['metric']} {value:.4g}" if best.get("metric") and value is not None else ""
-    print(f"wrote {out} (exported epoch {best['epoch']}{what}; {summary.get('selection', '')})")
+    if best["epoch"] == 0:
+        print(f"wrote {out} (the starting model unchanged: no epoch improved on it{what})")
+    else:
+        print(f"wrote {out} (exported epoch {best['epoch']}{what}; {summary.get('selection', '')})")
     return 0

@@ -15,8 +15,10 @@ EXAMPLES = """
 
 def register(sub) -> None:
     p = add_command(sub, "report", help="a readable report of a plan (Markdown) and a keep-ratio plot (PNG)",
-                    description="Budget requested vs achieved, per-group keep-ratios and metrics, and every "
-                                "skipped group with its reason, from a plan written by `prune`.",
+                    description="Budget requested vs achieved, per-group keep-ratios and metrics, the "
+                                "refit's per-layer reconstruction error before and after (when `prune` "
+                                "refitted), and every skipped group with its reason, from a plan written "
+                                "by `prune`.",
                     examples=EXAMPLES)
     p.add_argument("plan", help="the plan JSON")
     p.add_argument("-o", "--output", help="write the Markdown here instead of printing it (default: stdout)")

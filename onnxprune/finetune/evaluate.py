@@ -21,9 +21,10 @@ def evaluate_module(module, images: np.ndarray, labels: np.ndarray, device, batc
 
 
 def teacher_distance(module, images: np.ndarray, targets: list[np.ndarray], specs: list[OutputSpec],
-                     temperature: float, regression: str, device, batch_size: int = 256) -> float:
+                     config, device, batch_size: int = 256) -> float:
     """The distillation distance (the training loss's teacher term) averaged over ``images``,
-    against the teacher's precomputed outputs ``targets`` (eval mode, no augmentation)."""
+    against the teacher's precomputed outputs ``targets`` (eval mode, no augmentation), with the
+    distances of ``config`` (a FinetuneConfig)."""
     import torch
     module.eval()
     total = 0.0
@@ -31,5 +32,6 @@ def teacher_distance(module, images: np.ndarray, targets: list[np.ndarray], spec
         for i in range(0, len(images), batch_size):
             out = as_list(module(torch.from_numpy(images[i:i + batch_size]).to(device)))
             tgt = [torch.from_numpy(t[i:i + batch_size]).to(device) for t in targets]
-            total += float(distill_loss(out, tgt, specs, temperature, regression)) * len(out[0])
+            total += float(distill_loss(out, tgt, specs, config.kd_temperature, config.kd_regression_loss,
+                                        config.kd_prob_loss, config.kd_prob_temperature)) * len(out[0])
     return total / max(len(images), 1)

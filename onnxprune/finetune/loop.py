@@ -16,11 +16,11 @@ import onnx
 
 from onnxprune.finetune.augment import augment, calibrate_batchnorm
 from onnxprune.finetune.checkpoint import load_checkpoint, save_checkpoint
-from onnxprune.finetune.config import FinetuneConfig
+from onnxprune.finetune.config import FinetuneConfig, resolve_defaults
 from onnxprune.finetune.ddp import init_distributed, pick_device, shutdown_distributed, wrap_ddp
 from onnxprune.finetune.errors import FinetuneError
 from onnxprune.finetune.evaluate import evaluate_module, teacher_distance
-from onnxprune.finetune.losses import as_list, distill_loss, mix_losses, output_specs
+from onnxprune.finetune.losses import as_list, distill_loss, mix_losses, output_specs, softmax_output_axes
 from onnxprune.finetune.objective import SELECTION_TEXT, Objective, plan_objective
 from onnxprune.finetune.schedule import Schedule, make_optimizer
 from onnxprune.finetune.teacher import Teacher, check_output_shapes, check_teacher_matches, graph_inputs
@@ -71,6 +71,22 @@ def _with_batchnorm(model, train, config, emit):
     return model
 
 
+def _free_batch(model, emit):
+    """The model with a symbolic batch when its graph spells a fixed batch size out in Reshape
+    targets (constant-folded shape arithmetic), which training batches would not fit."""
+    from onnxprune.runtime import with_dynamic_batch
+    dims = graph_inputs(model)[0].type.tensor_type.shape.dim
+    if not dims or not dims[0].HasField("dim_value"):
+        return model
+    free = with_dynamic_batch(model)
+    fixed = sum(n.op_type == "Reshape" and n.input[1].endswith("__dynbatch") for n in free.graph.node)
+    if not fixed:
+        return model
+    emit(f"  {fixed} Reshape target(s) fix the batch at {dims[0].dim_value}: training on a symbolic batch "
+         "(the exported model keeps it)")
+    return free
+
+
 def _student_outputs(module, x: np.ndarray, device) -> list:
     import torch
     with torch.no_grad():
@@ -93,10 +109,19 @@ def _prepare_teacher(run: _Run, teacher_model, val, emit):
     targets = run.teacher.run_numpy(ref)
     names = [o.name for o in teacher_model.graph.output]
     check_output_shapes(names, _student_outputs(run.module, ref[:2], run.device), [t[:2] for t in targets])
-    run.objective.specs = output_specs(names, targets)
-    kinds = ", ".join(f"{s.name}: {'KL' if s.kind == 'class' else cfg.kd_regression_loss}" for s in run.objective.specs)
+    run.objective.specs = output_specs(names, targets, softmax_output_axes(teacher_model), cfg.kd_prob_loss)
+    kinds = ", ".join(f"{s.name}: {_loss_name(s, cfg)}" for s in run.objective.specs)
     emit(f"  distillation from the teacher ({run.teacher.backend}), α = {run.objective.kd_weight}; {kinds}")
     return ref, where, targets
+
+
+def _loss_name(spec, cfg: FinetuneConfig) -> str:
+    if spec.kind == "class":
+        return f"KL (T {cfg.kd_temperature:g})" + (" from probabilities" if spec.probs else "")
+    if spec.kind == "prob":
+        how = "L1" if cfg.kd_prob_loss == "l1" else f"KL (T {cfg.kd_prob_temperature:g})"
+        return f"{how} on probabilities along axis {spec.axis}"
+    return cfg.kd_regression_loss
 
 
 def _measure(run: _Run, val, ref, targets) -> dict:
@@ -106,8 +131,7 @@ def _measure(run: _Run, val, ref, targets) -> dict:
         out["val_acc"] = evaluate_module(run.module, val[0], val[1], run.device)
     if run.teacher is not None and ref is not None:
         key = "val_distance" if val is not None else "ref_distance"
-        out[key] = teacher_distance(run.module, ref, targets, run.objective.specs, cfg.kd_temperature,
-                                    cfg.kd_regression_loss, run.device)
+        out[key] = teacher_distance(run.module, ref, targets, run.objective.specs, cfg, run.device)
     return out
 
 
@@ -128,7 +152,8 @@ def _step_loss(run: _Run, x, y):
     ce = F.cross_entropy(outs[0], y, label_smoothing=cfg.label_smoothing) if obj.use_labels else None
     kd = None
     if obj.uses_teacher:
-        kd = distill_loss(outs, run.teacher(x), obj.specs, cfg.kd_temperature, cfg.kd_regression_loss)
+        kd = distill_loss(outs, run.teacher(x), obj.specs, cfg.kd_temperature, cfg.kd_regression_loss,
+                          cfg.kd_prob_loss, cfg.kd_prob_temperature)
     return mix_losses(ce, kd, obj.kd_weight), outs[0]
 
 
@@ -136,6 +161,9 @@ def _train_epoch(run: _Run, epoch: int, step: int, gen) -> tuple[dict, int]:
     import torch
     cfg, rank, world = run.config, run.rank, run.world
     run.module.train()
+    if cfg.bn_stats == "frozen":
+        for bn in run.module.bn.values():
+            bn.eval()
     t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
     order = run.train.sample(len(run.train), seed=cfg.seed + epoch)
     batches = islice(order.batches(cfg.batch_size, drop_last=True), run.steps_per_epoch)
@@ -176,6 +204,16 @@ def _epoch_line(record: dict, epochs: int) -> str:
     return text + (f", {measures}" if measures else "") + f" ({record['seconds']:.0f}s)"
 
 
+def _resolve(config: FinetuneConfig, use_labels: bool, emit) -> FinetuneConfig:
+    """The settings left to the supervision, filled in and said."""
+    resolved = resolve_defaults(config, use_labels)
+    left = [f"peak lr {resolved.lr:g}"] * (config.lr is None) + \
+           [f"BatchNorm statistics {resolved.bn_stats}"] * (config.bn_stats == "auto")
+    if left:
+        emit(f"  {'with' if use_labels else 'without'} labels: " + ", ".join(left))
+    return resolved
+
+
 def _build(model, train, val, config, teacher_model, emit):
     """The student module, its wrapper, the optimiser and the plan, before any training."""
     import torch
@@ -188,12 +226,13 @@ def _build(model, train, val, config, teacher_model, emit):
                             f"{[v.name for v in graph_inputs(model)]}")
     if teacher_model is not None:
         check_teacher_matches(model, teacher_model)
-    model = _with_batchnorm(model, train, config, emit)
+    model = _with_batchnorm(_free_batch(model, emit), train, config, emit)
     module = OnnxModule(model).to(device)
     probe = next(iter(train.batches(2)))[0]
     names = [o.name for o in model.graph.output]
     objective = plan_objective(train, val, names, _student_outputs(module, probe, device), config,
                                teacher_model is not None, emit)
+    config = _resolve(config, objective.use_labels, emit)
     steps = math.ceil(len(train) / config.batch_size)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
@@ -212,7 +251,8 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
     unlabelled data then needs no labels at all. ``val`` is ``(images, labels or None)``. Messages
     go to the ``onnxprune`` logger (``log``, a deprecated callback, receives them too). Returns a
     summary: ``history`` (one record per epoch), ``best`` (``epoch``, ``metric``, ``value``, and
-    ``acc`` = the maximised score), ``before`` (measures before training), ``world_size``,
+    ``acc`` = the maximised score; epoch 0 when no epoch beat the model before training, which is
+    then exported unchanged), ``before`` (measures before training), ``world_size``,
     ``kd_weight`` (α used), ``uses_labels`` and ``selection`` (how the exported epoch was chosen).
     Nothing is written to ``out_path`` until an epoch has finished; every write is atomic.
     """
@@ -228,7 +268,6 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
     emit(f"  {SELECTION_TEXT[run.objective.selection]}")
 
     start_epoch, history = 0, []
-    best = {"acc": -math.inf, "epoch": -1, "metric": run.objective.selection}
     ckpt = Path(checkpoint) if checkpoint else None
     before = {}
     if resume:
@@ -237,6 +276,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
         before = _measure(run, val, ref, targets)
         if before:
             emit(f"  before training: {_fmt(before)}" + ("" if val is not None or ref is None else f" (on {where})"))
+        best = _starting_best(before, run.objective.selection)
     gen = torch.Generator().manual_seed(config.seed + 1000 * start_epoch + run.rank)
     step = start_epoch * run.steps_per_epoch
     exported = False
@@ -250,18 +290,21 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
             emit(_epoch_line(record, config.epochs))
             if ckpt is not None:
                 save_checkpoint(ckpt, {"module": run.module.state_dict(), "optimizer": run.opt.state_dict(),
-                                       "epoch": epoch, "history": history, "best": best, "config": asdict(config)})
+                                       "epoch": epoch, "history": history, "best": best, "config": asdict(run.config)})
             if improved:
                 save_model(to_onnx(run.module, None, torch.from_numpy(probe[:1]).to(run.device)), out_path)
                 exported = True
-    if not exported and run.rank == 0 and not Path(out_path).exists():
+    if run.rank == 0 and history and best["epoch"] == 0:
+        save_model(model, out_path)
+        emit(f"  no epoch improved on the starting model ({best['metric']} {best['value']:.4g} before "
+             f"training); exported the starting model unchanged to {out_path}")
+    elif not exported and run.rank == 0 and not Path(out_path).exists():
         raise FinetuneError("no epoch was run (already complete?); nothing exported")
-    if run.rank == 0 and history:
+    elif run.rank == 0 and history:
         emit(f"  exported epoch {best['epoch']} to {out_path} ({SELECTION_TEXT[run.objective.selection]})")
-        _warn_if_worse(before, best)
     if run.world > 1:
         shutdown_distributed()
-    return {"history": history, "best": best, "before": before, "world_size": run.world,
+    return {"history": history, "best": best, "before": before, "world_size": run.world, "config": asdict(run.config),
             "kd_weight": run.objective.kd_weight, "uses_labels": run.objective.use_labels,
             "selection": run.objective.selection}
 
@@ -275,15 +318,14 @@ def _select(best: dict, record: dict, selection: str) -> tuple[dict, bool]:
     return {"acc": score, "epoch": record["epoch"], "metric": selection, "value": value}, True
 
 
-def _warn_if_worse(before: dict, best: dict) -> None:
-    """Say so when training made the selected measure worse than before training."""
-    metric = best.get("metric")
-    if metric not in before or "value" not in best:
-        return
-    worse = best["value"] < before[metric] if metric == "val_acc" else best["value"] > before[metric]
-    if worse:
-        log.warning("  the exported epoch is worse than the model before training (%s %.4g, before %.4g); "
-                    "try a lower learning rate or more data", metric, best["value"], before[metric])
+def _starting_best(before: dict, selection: str) -> dict:
+    """The model before training as epoch 0 of the selection, so that an epoch is exported only
+    if it beats it; no epoch 0 when the selection measure was not taken before training."""
+    none = {"acc": -math.inf, "epoch": -1, "metric": selection}
+    if selection not in before:
+        return none
+    best, _ = _select(none, {"epoch": 0, selection: before[selection]}, selection)
+    return best
 
 
 def _resume(run: _Run, ckpt: Path | None, emit):

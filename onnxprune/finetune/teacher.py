@@ -64,8 +64,9 @@ class Teacher:
             from onnxprune.runtime import AnyBatchSession
             self.session = AnyBatchSession(model)
         else:
+            from onnxprune.runtime import with_dynamic_batch
             from onnxprune.torch_bridge import OnnxModule
-            self.module = OnnxModule(model).to(device).eval()
+            self.module = OnnxModule(with_dynamic_batch(model)).to(device).eval()
             for p in self.module.parameters():
                 p.requires_grad_(False)
 

@@ -9,8 +9,15 @@ its targets from the original model. Both models are stepped forward once over t
 (:class:`~onnxprune.recover.stepper.Stepper`): a wave runs only the nodes between the previous
 frontier and its own tensors. A layer whose output only feeds a residual Add is fitted to the
 original sum minus the pruned skip input, so it also absorbs the error the skip path carries.
-Unfused BatchNorm keeps its statistics (the conv output it normalises is what is matched); a
-bias-free conv followed by BatchNorm gets its fitted bias folded into the BN running mean.
+Unfused BatchNorm keeps its statistics, deliberately (no EagleEye-style re-estimation): the
+refit target is the original conv output that the BN normalises, so with the original statistics
+the BN output already matches the unpruned model's as closely as the fit allows; statistics
+re-estimated on the calibration images would instead normalise by *their* mean and variance (not
+those of the data the model was trained on) and move every BN output away from the original's.
+BNs after convs whose inputs kept all channels see unchanged values (only channels were dropped),
+so their statistics are still exact. Re-estimation helps when nothing is refitted (the pruned
+layer's output distribution shifts); that is ``--recover none``, which leaves the weights alone.
+A bias-free conv followed by BatchNorm gets its fitted bias folded into the BN running mean.
 The least-squares sums are accumulated batch by batch (:class:`NormalEquations`), so their
 memory does not grow with the number of images. Weights keep their dtype; the graph is unchanged.
 """

@@ -11,7 +11,8 @@ __all__ = ["plan_markdown", "plot_keep_ratios", "plot_accuracy_vs_macs", "keep_r
 
 
 def plan_markdown(plan: Plan, title: str = "Pruning report") -> str:
-    """Budget requested vs achieved, per-group keep-ratios and metrics, and every skip with its reason."""
+    """Budget requested vs achieved, per-group keep-ratios and metrics, the refit's per-layer
+    errors (when the plan records a refit), and every skip with its reason."""
     b, c = plan.budget, plan.cost
     lines = [f"# {title}", ""]
     if c:
@@ -25,6 +26,8 @@ def plan_markdown(plan: Plan, title: str = "Pruning report") -> str:
     if plan.settings:
         lines.append("- settings: " + ", ".join(f"{k}={v}" for k, v in plan.settings.items() if v is not None))
     lines += ["", "## Groups", ""] + _group_table(plan)
+    if plan.refit is not None:
+        lines += ["", "## Refit", ""] + _refit_section(plan.refit)
     skipped = [g for g in plan.groups if not g.prunable]
     lines += ["", "## Skipped groups", ""]
     if not skipped:
@@ -57,6 +60,27 @@ def _group_table(plan: Plan) -> list[str]:
         vals = [f"{g.metrics[k]:.4g}" if isinstance(g.metrics.get(k), (int, float)) else "–" for k in metric_keys]
         rows.append(_row([g.id, g.channels, len(g.kept), f"{g.ratio:.3f}", prods, *vals]))
     return rows
+
+
+def _refit_section(refit: dict) -> list[str]:
+    """The refit record: a summary line, then one row per refitted layer with the initializers it
+    changed and its relative reconstruction error on the calibration data before and after."""
+    from onnxprune.recover.record import RefitRecord
+    r = RefitRecord.from_dict(refit)
+    if not r.layers:
+        return ["No layer lost input channels; nothing refitted."]
+    before = sum(x.error_before for x in r.layers) / len(r.layers)
+    after = sum(x.error_after for x in r.layers) / len(r.layers)
+    lines = [f"{r.method}: {len(r.layers)} layers refitted by least squares on {r.images} calibration "
+             f"images; error = relative squared error of the layer's output against the unpruned "
+             f"model's on the calibration data, mean {before:.4g} → {after:.4g}.", "",
+             _row(["layer", "op", "initializers changed", "error before", "error after", "note"]),
+             "|---|---|---|---:|---:|---|"]
+    for x in r.layers:
+        notes = ([] if x.target == "output" else [f"fitted to the {x.target}"]) + ([x.warning] if x.warning else [])
+        lines.append(_row([x.node, x.op, ", ".join(x.initializers) or "–", f"{x.error_before:.4g}",
+                           f"{x.error_after:.4g}", "; ".join(notes) or "–"]))
+    return lines
 
 
 def _pyplot():

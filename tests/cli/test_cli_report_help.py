@@ -56,6 +56,36 @@ def test_plan_markdown_tables_are_well_formed(metrics, prunable):
     assert "conv\\|0" in text                       # a pipe in a node name does not split the cell
 
 
+def _refit(layers: int) -> dict:
+    from onnxprune.recover.record import LayerRefit, RefitRecord
+    rows = [LayerRefit(node=f"conv|{i}", output=f"y{i}", op="Conv", initializers=[f"w{i}", f"b{i}"], rows=640,
+                       unknowns=73, error_before=0.2 + i, error_after=0.05 + i, ridge=1e-3,
+                       warning="too few rows\nuse more images" if i == 1 else None,
+                       target="residual" if i == 2 else "output") for i in range(layers)]
+    return RefitRecord(images=64, layers=rows, initializers={f"w{i}": "0" * 64 for i in range(layers)}).to_dict()
+
+
+def test_plan_markdown_shows_the_refit_per_layer():
+    from onnxprune.tools.plots import plan_markdown
+    plan = _plan(metrics=True)
+    plan.refit = _refit(3)
+    text = plan_markdown(plan)
+    groups, refit = table_shapes(text)
+    assert groups[0] == 7
+    header, sep, rows = refit
+    assert header == sep == 6 and rows == [6] * 3
+    table = text[text.index("## Refit"):text.index("## Skipped")]
+    assert "| layer | op | initializers changed | error before | error after | note |" in table
+    assert "| conv\\|0 | Conv | w0, b0 | 0.2 | 0.05 | – |" in table
+    assert "fitted to the residual" in table and "too few rows use more images" in table
+    assert "mean 1.2 → 1.05" in table
+    plan.refit = _refit(0)
+    text = plan_markdown(plan)
+    assert len(table_shapes(text)) == 1 and "nothing refitted" in text
+    plan.refit = None
+    assert "## Refit" not in plan_markdown(plan)
+
+
 def test_report_of_a_real_plan(cli, pruned, tmp_path):
     _, _, plan = pruned
     rc, out, err = cli("report", plan)

@@ -81,6 +81,14 @@ def test_cli_prune_then_verify_with_refit(tmp_path, capsys):
     assert json.loads(plan_path.read_text())["refit"]["images"] == 32
     assert cli_main(["verify", str(model_path), str(out), "--plan", str(plan_path)]) == 0
     assert "all recorded with matching sha256" in capsys.readouterr().out
+    assert cli_main(["report", str(plan_path)]) == 0
+    report = capsys.readouterr().out
+    section = report[report.index("## Refit"):report.index("## Skipped")].splitlines()
+    table = [line for line in section if line.startswith("|")]
+    layers = json.loads(plan_path.read_text())["refit"]["layers"]
+    assert table[0] == "| layer | op | initializers changed | error before | error after | note |"
+    assert len(table) == 2 + len(layers) and all(line.endswith("|") for line in table)
+    assert all(f"| {x['node']} | {x['op']} |" in report for x in layers)
     m = onnx.load(out)
     name = sorted(json.loads(plan_path.read_text())["refit"]["initializers"])[0]
     t = next(t for t in m.graph.initializer if t.name == name)
