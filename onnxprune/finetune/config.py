@@ -117,11 +117,17 @@ FINETUNE_OPTIONS: dict[str, dict] = {
 }
 
 
-def resolve_defaults(config: FinetuneConfig, use_labels: bool) -> FinetuneConfig:
-    """``config`` with the settings left to the supervision (None) filled in."""
+def resolve_defaults(config: FinetuneConfig, use_labels: bool, reinserted_bn: bool = False) -> FinetuneConfig:
+    """``config`` with the settings left to the supervision (None / "auto") filled in.
+
+    BatchNorm statistics stay frozen only without labels and when the model brings its own
+    BatchNorm: BatchNorm re-inserted into a BN-folded model has no trained statistics to keep, and
+    with them frozen the folded network trains without normalisation (a BN-folded ResNet-56 diverged
+    within one epoch, distilled without labels at lr 1e-4 and 1e-3)."""
     from dataclasses import replace
     lr = config.lr if config.lr is not None else (DEFAULT_LR_LABELLED if use_labels else DEFAULT_LR_LABEL_FREE)
-    bn_stats = config.bn_stats if config.bn_stats != "auto" else ("update" if use_labels else "frozen")
+    bn_stats = config.bn_stats if config.bn_stats != "auto" else \
+        ("update" if use_labels or reinserted_bn else "frozen")
     return replace(config, lr=lr, bn_stats=bn_stats)
 
 

@@ -61,14 +61,29 @@ class _Run:
 
 
 def _with_batchnorm(model, train, config, emit):
+    """(model, True) with BatchNorm re-inserted into a BN-folded model, else (model, False)."""
     if not config.reinsert_bn or any(n.op_type == "BatchNormalization" for n in model.graph.node):
-        return model
+        return model, False
     from onnxprune.graph.batchnorm import reinsert_batchnorm
     calib = np.concatenate([x for x, _ in train.sample(min(len(train), 256), seed=config.seed).batches(256)])
     model = calibrate_batchnorm(reinsert_batchnorm(model), calib)
     emit(f"  BN-folded model: re-inserted {sum(n.op_type == 'BatchNormalization' for n in model.graph.node)} "
          "BatchNorm layers for training (identity on the data; folded back at export)")
-    return model
+    return model, True
+
+
+def _plain_identity_batchnorm(module) -> None:
+    """Re-inserted BatchNorm that keeps frozen statistics: mean 0, variance 1 - ε, scale 1, bias 0.
+    The identity all the same, but a plain per-channel affine map: with the data's statistics
+    frozen, a channel of tiny variance multiplies its scale's gradient by 1/σ² and training
+    diverges (a BN-folded ResNet-56 reached a NaN loss within one epoch at lr 0.001)."""
+    import torch
+    with torch.no_grad():
+        for bn in module.bn.values():
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
 
 
 def _free_batch(model, emit):
@@ -193,7 +208,7 @@ def _score(record: dict, selection: str) -> float:
     """Higher is better: val accuracy, or minus the distance / loss."""
     if selection == "val_acc":
         return record["val_acc"]
-    return -record["val_distance" if selection == "val_distance" else "loss"]
+    return -record[selection if selection in ("val_distance", "ref_distance") else "loss"]
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
@@ -204,9 +219,9 @@ def _epoch_line(record: dict, epochs: int) -> str:
     return text + (f", {measures}" if measures else "") + f" ({record['seconds']:.0f}s)"
 
 
-def _resolve(config: FinetuneConfig, use_labels: bool, emit) -> FinetuneConfig:
+def _resolve(config: FinetuneConfig, use_labels: bool, reinserted_bn: bool, emit) -> FinetuneConfig:
     """The settings left to the supervision, filled in and said."""
-    resolved = resolve_defaults(config, use_labels)
+    resolved = resolve_defaults(config, use_labels, reinserted_bn)
     left = [f"peak lr {resolved.lr:g}"] * (config.lr is None) + \
            [f"BatchNorm statistics {resolved.bn_stats}"] * (config.bn_stats == "auto")
     if left:
@@ -226,13 +241,15 @@ def _build(model, train, val, config, teacher_model, emit):
                             f"{[v.name for v in graph_inputs(model)]}")
     if teacher_model is not None:
         check_teacher_matches(model, teacher_model)
-    model = _with_batchnorm(_free_batch(model, emit), train, config, emit)
+    model, reinserted = _with_batchnorm(_free_batch(model, emit), train, config, emit)
     module = OnnxModule(model).to(device)
     probe = next(iter(train.batches(2)))[0]
     names = [o.name for o in model.graph.output]
     objective = plan_objective(train, val, names, _student_outputs(module, probe, device), config,
                                teacher_model is not None, emit)
-    config = _resolve(config, objective.use_labels, emit)
+    config = _resolve(config, objective.use_labels, reinserted, emit)
+    if reinserted and config.bn_stats == "frozen":
+        _plain_identity_batchnorm(module)
     steps = math.ceil(len(train) / config.batch_size)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
@@ -282,7 +299,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
     exported = False
     for epoch in range(start_epoch, config.epochs):
         record, step = _train_epoch(run, epoch, step, gen)
-        if val is not None:
+        if val is not None or run.objective.selection == "ref_distance":
             record.update(_measure(run, val, ref, targets))
         history.append(record)
         best, improved = _select(best, record, run.objective.selection)
@@ -294,10 +311,15 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
             if improved:
                 save_model(to_onnx(run.module, None, torch.from_numpy(probe[:1]).to(run.device)), out_path)
                 exported = True
-    if run.rank == 0 and history and best["epoch"] == 0:
+        if not math.isfinite(record["loss"]):
+            log.warning("finetune: the training loss is not finite in epoch %d (training diverged); stopping "
+                        "(a lower --lr may help)", epoch + 1)
+            break
+    if run.rank == 0 and history and best["epoch"] <= 0:
         save_model(model, out_path)
-        emit(f"  no epoch improved on the starting model ({best['metric']} {best['value']:.4g} before "
-             f"training); exported the starting model unchanged to {out_path}")
+        why = (f"{best['metric']} {best['value']:.4g} before training" if best["epoch"] == 0
+               else "no epoch ended with a finite loss")
+        emit(f"  no epoch improved on the starting model ({why}); exported the starting model unchanged to {out_path}")
     elif not exported and run.rank == 0 and not Path(out_path).exists():
         raise FinetuneError("no epoch was run (already complete?); nothing exported")
     elif run.rank == 0 and history:
@@ -312,7 +334,7 @@ def finetune(model: onnx.ModelProto, train, val: tuple[np.ndarray, np.ndarray | 
 def _select(best: dict, record: dict, selection: str) -> tuple[dict, bool]:
     """The new best (and whether this epoch is it) after ``record``."""
     score = _score(record, selection)
-    if score <= best["acc"]:
+    if not math.isfinite(score) or score <= best["acc"]:      # a diverged epoch is never the best
         return best, False
     value = score if selection == "val_acc" else -score
     return {"acc": score, "epoch": record["epoch"], "metric": selection, "value": value}, True

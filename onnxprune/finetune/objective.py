@@ -18,6 +18,8 @@ SELECTION_TEXT = {
     "val_distance": "the epoch with the lowest validation distance to the teacher is exported",
     "train_loss": "no validation data: the epoch with the lowest training loss (mean over its "
                   "augmented batches) is exported",
+    "ref_distance": "no validation data: the epoch with the lowest distance to the teacher on a fixed set "
+                    "of training images (not augmented) is exported, the starting model included",
 }
 
 
@@ -77,7 +79,7 @@ def _kd_weight(config: FinetuneConfig, use_labels: bool, has_teacher: bool, emit
 
 def _selection(val, classifier: bool, has_teacher: bool) -> str:
     if val is None:
-        return "train_loss"
+        return "ref_distance" if has_teacher else "train_loss"
     if val[1] is not None and classifier:
         return "val_acc"
     if has_teacher:
