@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from b1_common import OURS  # noqa: E402
 
 STAGES = ["one-shot", "+ reconstruct", "+ label-free distillation", "+ labelled fine-tune"]
-DEFAULT_METHODS = "infoconc,itpruner,uniform-l1,onnxsim-l1,onnxsim-wanda"
+DEFAULT_METHODS = "infoconc,onnxsim-wanda,uniform-l1,onnxsim-l1,itpruner"
 
 
 def _unlabelled(train, n: int, folder: Path):
@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--jpeg-test", type=int, default=2000, help="seeded sample of the JPEG test set")
     ap.add_argument("--distill-images", type=int, default=2048, help="unlabelled images for stage 3")
     ap.add_argument("--distill-batch", type=int, default=64)
-    ap.add_argument("--ft-steps", type=int, default=32, help="stage 4: SGD steps")
+    ap.add_argument("--ft-steps", type=int, default=24, help="stage 4: SGD steps")
     ap.add_argument("--ft-batch", type=int, default=128)
     ap.add_argument("--ft-lr", type=float, default=0.001)
     ap.add_argument("--deadline", default=None, help="HH:MM UTC: start no cell expected to end after it")
@@ -169,10 +169,11 @@ def main() -> None:
         h, m = map(int, args.deadline.split(":"))
         deadline = dt.datetime.now(dt.timezone.utc).replace(hour=h, minute=m, second=0, microsecond=0)
     metrics_cache: dict = {}
-    longest = 0.0
+    longest: dict[bool, float] = {}          # ours? -> longest cell so far (the deadline estimate)
     todo = [(float(b), meth) for b in args.budgets.split(",") for meth in args.methods.split(",")]
     for i, (budget, method) in enumerate(todo):
-        if deadline and dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.1 * longest) > deadline:
+        guess = longest.get(method in OURS, max(longest.values(), default=0.0))
+        if deadline and dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.1 * guess) > deadline:
             result["not_run"] = [{"budget": b, "method": m} for b, m in todo[i:]]
             print(f"deadline {args.deadline} UTC: {len(todo) - i} cell(s) not run", flush=True)
             break
@@ -196,7 +197,7 @@ def main() -> None:
                          f"{steps} steps of {cfg.batch_size}")
         else:
             print(f"{budget:.3f} {method:<14} not run: {cell.row.get('note')}", flush=True)
-        longest = max(longest, time.perf_counter() - t_cell)
+        longest[method in OURS] = max(longest.get(method in OURS, 0.0), time.perf_counter() - t_cell)
         result["wall_s"] = time.perf_counter() - t_start
         write(args.out, result)
     result["wall_s"] = time.perf_counter() - t_start
@@ -240,15 +241,20 @@ def write(out: Path, result: dict) -> None:
           "|---|---|---|---|---|---|---|---|---|"]
     for c in result["cells"]:
         if not c["stages"]:
-            md.append(f"| {_pct(c['budget'])} % | {c['method']} | – | – | – | – | – | – | {c.get('note', '')} |")
+            md.append(f"| {100 * c['budget']:.1f} % | {c['method']} | – | – | – | – | – | – | {c.get('note', '')} |")
         for st in c["stages"]:
-            md.append(f"| {_pct(c['budget'])} % | {c['method']} | {st['stage']} | {_pct(st['macs_reduction'])} % | "
+            md.append(f"| {100 * c['budget']:.1f} % | {c['method']} | {st['stage']} | {_pct(st['macs_reduction'])} % | "
                       f"{_pct(st['params_reduction'])} % | {_pct(st['acc_lossless'])} % | {_pct(st['acc_jpeg'])} % | "
                       f"{st['seconds']:.0f} | {st['note']} |")
-    ran = [f"{c['method']} @ {_pct(c['budget'])} % ({len(c['stages'])}/4 stages)" for c in result["cells"]]
+    md += ["", "Top-1 lossless / JPEG (%) by stage:", "",
+           "| target | method | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
+    for c in result["cells"]:
+        got = {st["stage"]: f"{_pct(st['acc_lossless'])} / {_pct(st['acc_jpeg'])}" for st in c["stages"]}
+        md.append(f"| {100 * c['budget']:.1f} % | {c['method']} | " + " | ".join(got.get(k, "–") for k in STAGES) + " |")
+    ran = [f"{c['method']} @ {100 * c['budget']:.1f} % ({len(c['stages'])}/4 stages)" for c in result["cells"]]
     md += ["", f"Cells run: {', '.join(ran) or 'none'}."]
     if result.get("not_run"):
-        md.append("Not run (time): " + ", ".join(f"{c['method']} @ {_pct(c['budget'])} %" for c in result["not_run"]) + ".")
+        md.append("Not run (time): " + ", ".join(f"{c['method']} @ {100 * c['budget']:.1f} %" for c in result["not_run"]) + ".")
     if "wall_s" in result:
         md.append(f"Total wall time so far: {result['wall_s'] / 60:.0f} min.")
     tmp = out / "b1_stages.md.tmp"
@@ -257,4 +263,8 @@ def write(out: Path, result: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--rerender"]:       # rewrite the Markdown from an existing JSON
+        out = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "benchmarks" / "results"
+        write(out, json.loads((out / "b1_stages.json").read_text()))
+    else:
+        main()
