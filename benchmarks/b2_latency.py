@@ -4,8 +4,9 @@ For each model and batch: the unpruned model, then ``--latency-reduction`` 20/30
 built on this machine, cached), the default ``--flops-reduction 0.455`` (per-group channel steps
 from the tables) and the same with exact counts; every pruned model is timed against the original
 in interleaved rounds (onnxruntime CPU). Reported per variant: requested and predicted latency cut,
-measured latency cut and speed-up, MACs cut, and, for ResNet-56 (published CIFAR-10 weights,
-infoconc on JPEG train images), one-shot top-1 on the 1017 lossless test images. MACs-budget
+measured latency cut and speed-up, MACs cut, the measured feedback rounds a latency budget took,
+and, for ResNet-56 (published CIFAR-10 weights, infoconc on JPEG train images, refitted without
+labels as `prune` does by default), top-1 on the 1017 lossless test images. MACs-budget
 pruning at equal measured latency: MACs budgets on a grid (default steps), measured, and their
 accuracy interpolated at each latency-budget model's measured latency.
 
@@ -77,7 +78,8 @@ class Runner:
                "measured_cut": 1 - got["pruned_s"] / got["original_s"], "speedup": got["speedup"],
                "original_ms": 1e3 * got["original_s"], "pruned_ms": 1e3 * got["pruned_s"],
                "ideal_speedup": 1 / (1 - res.plan.budget["achieved"]["macs_reduction"]),
-               "prune_s": prune_s, "latency_model_s": res.timings.get("latency_model_s"), "load": load()}
+               "prune_s": prune_s, "latency_model_s": res.timings.get("latency_model_s"), "load": load(),
+               "rounds": len(lat.get("feedback", [])) or None}
         if self.test is not None:
             row["top1_lossless"] = top1_accuracy(res.model, *self.test)
         self.rows.append(row)
@@ -102,7 +104,7 @@ def markdown(results: dict) -> str:
            f"onnxruntime {results['ort']} CPU, {results['cpu']}, {results['threads']} threads; "
            f"load average at start {results['load_start']}, at end {results['load_end']} "
            "(a shared machine: measured cuts are noisy).", ""]
-    cols = ["variant", "batch", "requested", "predicted_cut", "measured_cut", "speedup", "ideal_speedup",
+    cols = ["variant", "batch", "requested", "predicted_cut", "rounds", "measured_cut", "speedup", "ideal_speedup",
             "macs_cut", "top1_lossless", "macs_budget_top1_at_equal_latency", "prune_s", "load"]
     for name, rows in results["models"].items():
         out += [f"## {name}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -130,7 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet56,resnet50,mobilenetv2")
     ap.add_argument("--quick", action="store_true",
-                    help="ResNet-56 at batch 64 only, budgets 30/40 %%, 64 calibration images, 3 rounds")
+                    help="ResNet-56 at batch 64 only, budgets 30/40 %%, 3 timing rounds")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per pruned model")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
@@ -148,7 +150,7 @@ def main() -> None:
         calib = test = None
         if name == "resnet56":
             from b1_common import jpeg_train, test_sets
-            calib = jpeg_train().sample(64 if args.quick else 256, seed=0)
+            calib = jpeg_train().sample(256, seed=0)
             test = test_sets(jpeg_limit=1)[0]
         batches = (64,) if args.quick else BATCHES[name]
         metrics: dict = {}

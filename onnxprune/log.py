@@ -12,9 +12,10 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from typing import Iterable, Iterator, TypeVar
 
-__all__ = ["get_logger", "configure", "progress"]
+__all__ = ["get_logger", "configure", "progress", "quieted"]
 
 T = TypeVar("T")
 ROOT = "onnxprune"
@@ -24,6 +25,19 @@ logging.getLogger(ROOT).addHandler(logging.NullHandler())
 def get_logger(name: str) -> logging.Logger:
     """The package logger for module ``name`` (pass ``__name__``)."""
     return logging.getLogger(name if name.startswith(ROOT) else f"{ROOT}.{name}")
+
+
+@contextmanager
+def quieted(name: str, level: int = logging.WARNING) -> Iterator[None]:
+    """Within the block, logger ``name`` (a package module) passes only ``level`` and above; for a
+    stage run many times inside another (e.g. a quick refit per candidate allocation)."""
+    logger = get_logger(name)
+    before = logger.level
+    logger.setLevel(max(level, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def configure(verbosity: int = 0, stream=None) -> None:

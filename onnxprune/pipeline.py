@@ -19,7 +19,7 @@ from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
 from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
-from onnxprune.log import get_logger
+from onnxprune.log import get_logger, quieted
 from onnxprune.rewrite.plan import Plan
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.scoring.selection import group_scores, select_all, span_floors
@@ -54,12 +54,14 @@ class PruneConfig:
     given (see :meth:`with_default_method`). ``round_to`` is one channel multiple for every group,
     a mapping group id -> multiple, or ``"latency"``: per group, the step the ``target`` engine runs
     fast at ``batch`` (measured, see onnxprune.latency.steps). ``latency_reduction`` is a budget on
-    the latency predicted from tables measured on the ``target`` engine at ``batch``.
+    the latency measured on the ``target`` engine at ``batch``: tables measured per layer shape the
+    allocation, and up to ``latency_rounds`` timed pruned models correct its level
+    (onnxprune.latency.feedback; 0 trusts the tables' prediction).
     """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
     params_reduction: float | None = None    # fraction of parameters to remove
     ratio: float | None = None               # fraction of channels removed from every group
-    latency_reduction: float | None = None   # fraction of predicted latency (target, batch) to remove
+    latency_reduction: float | None = None   # fraction of measured latency (target, batch) to remove
     target: str = "cpu"                      # latency engine: cpu | cuda | tensorrt
     batch: int = 1                           # batch size the latency is measured at
     method: str | None = None                # infoconc | itpruner | uniform-l1 | uniform-hrank
@@ -74,6 +76,7 @@ class PruneConfig:
     shapley_mc_images: int = 32              # shapley-mc: images per coalition value
     temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)   # convex/linear: weight sharpness candidates
     select_images: int = 128                 # calibration images that pick among the candidates
+    select_refit_images: int = 256           # with recover: the candidates' quick refit uses the images after those
     lam: float = 0.5                         # fusion weight λ of the rank
     seed: int = 0
     verify: bool = True
@@ -167,15 +170,18 @@ def _data_batches(data, batch_size: int):
             yield x
 
 
-def _first_images(data, n: int) -> np.ndarray:
-    """The first ``n`` calibration images as one array."""
-    out, have = [], 0
-    for x in _data_batches(data, min(n, 64)):
-        out.append(np.asarray(x, np.float32)[:n - have])
-        have += len(out[-1])
-        if have >= n:
+def _first_images(data, n: int, skip: int = 0) -> np.ndarray:
+    """Calibration images ``skip`` to ``skip + n`` as one array (fewer when the data ends first)."""
+    out, seen, want = [], 0, skip + n
+    for x in _data_batches(data, min(want, 64)):
+        x = np.asarray(x, np.float32)
+        lo, hi = max(skip - seen, 0), min(want - seen, len(x))
+        if hi > lo:
+            out.append(x[lo:hi])
+        seen += len(x)
+        if seen >= want:
             break
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
 def _input_shape(model: onnx.ModelProto) -> list:
@@ -221,6 +227,7 @@ class Pruner:
         self.latency_ = None
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
+        self._keep_choice = False       # latency feedback rounds after the first keep its candidate
 
     @property
     def settings(self) -> dict:
@@ -291,11 +298,30 @@ class Pruner:
             return out
         return repair(problem, counts, ExactCosts(problem, exact), fill="smallest-first", trade=True)
 
-    def _pruned_outputs(self, counts: Mapping[int, int], images: np.ndarray) -> list[np.ndarray]:
-        """Every output of the model pruned to ``counts`` (selected by the fitted scores) on ``images``."""
+    def _candidate_refit_images(self, data, images: np.ndarray) -> np.ndarray | None:
+        """The images a candidate is refitted on before it is judged (None without recovery): the
+        ones after the selection images, so that the judgement is on images the refit did not see;
+        the selection images themselves when the data holds too few others."""
+        if self.config.recover != "reconstruct" or self.config.select_refit_images <= 0:
+            return None
+        rest = _first_images(data, self.config.select_refit_images, skip=len(images))
+        if len(rest) >= min(32, self.config.select_refit_images):
+            return rest
+        log.info("allocation: only %d calibration images besides the %d that judge the candidates; "
+                 "their quick refit uses those same images", len(rest), len(images))
+        return images
+
+    def _pruned_outputs(self, counts: Mapping[int, int], images: np.ndarray,
+                        refit_images: np.ndarray | None = None) -> list[np.ndarray]:
+        """Every output of the model pruned to ``counts`` (selected by the fitted scores) on
+        ``images``; refitted first on ``refit_images`` when given (the prune's own recovery)."""
         from onnxprune.runtime import AnyBatchSession
         plan = Plan.build(self.analysis_, select_all(self.analysis_, dict(counts), self.scores_))
         pruned = apply_plan(self.analysis_, plan, check=False)
+        if refit_images is not None:
+            from onnxprune.recover.reconstruct import reconstruct
+            with quieted("onnxprune.recover"):
+                pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed)
         return AnyBatchSession(pruned).run(images)
 
     def _candidates(self, problem: AllocationProblem, alloc: str) -> list[Candidate]:
@@ -316,12 +342,21 @@ class Pruner:
         """Keep the candidate whose pruned model's outputs stay closest to the unpruned model's on
         calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
         from onnxprune.runtime import AnyBatchSession
+        if self.choice_ is not None and self._keep_choice:
+            kept = [c for c in self._candidates(problem, alloc) if c.name == self.choice_.candidate.name]
+            if kept:
+                return kept[0].counts
         images = _first_images(data, self.config.select_images)
+        refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
         candidates = self._candidates(problem, alloc)
-        choice = choose_candidate(candidates, lambda counts: self._pruned_outputs(counts, images),
-                                  reference, session.output_names)
+        if refit_images is not None and len(candidates) > 1:
+            log.info("allocation: judging %d candidates on %d images, each after a quick refit on %d images",
+                     len(candidates), len(images), len(refit_images))
+        choice = choose_candidate(candidates, lambda counts: self._pruned_outputs(counts, images, refit_images),
+                                  reference, session.output_names,
+                                  after=None if refit_images is None else f"a refit on {len(refit_images)} images")
         self.choice_ = choice
         self.notes.extend(choice.candidate.notes)
         if len(candidates) > 1:
@@ -437,8 +472,11 @@ class Pruner:
         notes_before = list(self.notes)
 
         def attempt(budget):
+            # the first round chooses the candidate (weight sharpness); later rounds keep it and move
+            # only the budget, so a round costs one allocation and one timing
             self.notes = list(notes_before)
             allocation = self._allocate(data, latency_budget=budget)
+            self._keep_choice = self.choice_ is not None
             return allocation, select_all(self.analysis_, allocation, self.scores_), list(self.notes), self.choice_
 
         def measure(result):
@@ -446,8 +484,11 @@ class Pruner:
             got = measure_pair(self.model_, pruned, self.latency_.engine, self.latency_.batch)
             return 1 - got["pruned_s"] / got["original_s"], got["speedup"]
 
-        best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
-                                             rounds=self.config.latency_rounds)
+        try:
+            best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
+                                                 rounds=self.config.latency_rounds)
+        finally:
+            self._keep_choice = False
         self.allocation_, self.kept_, self.notes, self.choice_ = best.result
         self.latency_feedback_ = [r.to_dict() for r in rounds]
         self.notes.append(f"latency budget met by measurement: internal budget {100 * best.budget:.1f} % "

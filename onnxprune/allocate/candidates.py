@@ -2,7 +2,9 @@
 
 The allocation stage proposes several count vectors (one per weight sharpness, plus the uniform
 cut); the caller supplies ``evaluate(counts) -> outputs``, the pruned model's outputs on a few
-calibration images (every graph output, in order), and the original model's outputs. The
+calibration images (every graph output, in order), and the original model's outputs. When the prune
+refits its layers, the caller judges each candidate *after* a quick refit on other calibration
+images: the allocation that is best one-shot is often not the one that refits best. The
 candidate with the smallest **output distance** wins; label-free and valid for any model:
 
 * a 2-D output ``(batch, classes)`` is read as class scores: mean KL(original ‖ pruned) of their
@@ -93,20 +95,23 @@ def top1_disagreement(reference: Sequence[np.ndarray], outputs: Sequence[np.ndar
     return float(np.mean(parts)) if parts else 0.0
 
 
-def criterion_name(reference: Sequence[np.ndarray], output_names: Sequence[str] | None = None) -> str:
-    """A line naming the distance used for each output."""
+def criterion_name(reference: Sequence[np.ndarray], output_names: Sequence[str] | None = None,
+                   after: str | None = None) -> str:
+    """A line naming the distance used for each output (``after``: what each candidate went through
+    before it was judged, e.g. "a refit on 256 images")."""
     names = output_names or [f"output {i}" for i in range(len(reference))]
     classes = any(_is_class_scores(np.asarray(r)) for r in reference)
     kinds = [f"{n}: {'KL of softmax' if _is_class_scores(np.asarray(r)) else 'relative squared error'}"
              for n, r in zip(names, reference)]
     first = "top-1 disagreement with the unpruned model, then " if classes else ""
-    return first + "mean output distance to the unpruned model (" + "; ".join(kinds) + ")"
+    line = first + "mean output distance to the unpruned model (" + "; ".join(kinds) + ")"
+    return line + (f", each candidate judged after {after}" if after else "")
 
 
 def choose_candidate(candidates: Sequence[Candidate],
                      evaluate: Callable[[Mapping[int, int]], Sequence[np.ndarray]],
                      reference: Sequence[np.ndarray],
-                     output_names: Sequence[str] | None = None) -> Choice:
+                     output_names: Sequence[str] | None = None, after: str | None = None) -> Choice:
     """The candidate whose pruned outputs (``evaluate(counts)``) are closest to ``reference``
     (lowest top-1 disagreement, then lowest output distance)."""
     if not candidates:
@@ -119,4 +124,4 @@ def choose_candidate(candidates: Sequence[Candidate],
         outputs = evaluate(c.counts)
         scores[c.name] = (top1_disagreement(reference, outputs), output_distance(reference, outputs))
     best = min(range(len(candidates)), key=lambda i: scores[names[i]])
-    return Choice(candidates[best], criterion_name(reference, output_names), scores)
+    return Choice(candidates[best], criterion_name(reference, output_names, after), scores)

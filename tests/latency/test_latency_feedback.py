@@ -61,3 +61,30 @@ def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch):  # noqa: F81
     macs_cut = 1 - pruner.cost_.macs(pruner.kept_) / pruner.full_["macs"]
     assert macs_cut == pytest.approx(2 * best["measured_reduction"], abs=2e-4)   # the record keeps 4 digits
     assert any("measured" in n for n in pruner.notes)
+
+
+def test_later_rounds_keep_the_first_rounds_candidate(fake_engine, monkeypatch):  # noqa: F811
+    """Candidates are judged (each after a quick refit) in the first round only."""
+    import importlib
+
+    import numpy as np
+
+    from onnxprune.analysis import analyze
+    from onnxprune.analysis.cost import CostModel
+    from onnxprune.pipeline import PruneConfig, Pruner
+    rec = importlib.import_module("onnxprune.recover.reconstruct")
+    calls = []
+    real = rec.reconstruct
+    monkeypatch.setattr(rec, "reconstruct", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+
+    def fake_pair(original, pruned, engine, batch, **kw):
+        full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
+        pruned_s = 1.0 - 0.5 * (1 - small / full)
+        return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s}
+    monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
+    data = np.random.default_rng(0).standard_normal((24, 3, 16, 16)).astype(np.float32)
+    pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False, method="infoconc", select_images=8),
+                    rank_images=8, hsic_images=8, shapley_images=8).fit(small_resnet(), data)
+    rounds = pruner.plan().budget["latency"]["feedback"]
+    assert len(rounds) >= 2
+    assert len(calls) == len(pruner.plan().budget["allocation_choice"]["candidates"]) == 5

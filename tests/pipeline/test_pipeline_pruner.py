@@ -3,6 +3,7 @@ and the candidate choice on a model with several non-class outputs."""
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
 
@@ -43,6 +44,37 @@ def test_plan_records_the_choice_criterion():
     assert choice["criterion"].startswith("top-1 disagreement")
     assert "KL of softmax" in choice["criterion"] and "relative squared error" in choice["criterion"]
     assert set(choice["candidates"]) == {"convex t=0", "convex t=0.5", "convex t=1", "convex t=2", "uniform"}
+
+
+def test_candidates_are_judged_after_a_quick_refit_on_other_images(monkeypatch):
+    """With recovery on, each candidate is refitted on the images after the judging ones, then judged."""
+    rec = importlib.import_module("onnxprune.recover.reconstruct")
+    data, seen = calib(40), []
+    real = rec.reconstruct
+
+    def spy(original, pruned, analysis, plan, images, **kw):
+        seen.append(np.asarray(images))
+        return real(original, pruned, analysis, plan, images, **kw)
+    monkeypatch.setattr(rec, "reconstruct", spy)
+    p = Pruner(PruneConfig(flops_reduction=0.3, method="infoconc", select_images=8, select_refit_images=16))
+    p.fit(small_resnet(), data)
+    assert len(seen) == len(p.plan().budget["allocation_choice"]["candidates"]) == 5
+    assert all(np.array_equal(x, data[8:24]) for x in seen)
+    assert p.plan().budget["allocation_choice"]["criterion"].endswith("judged after a refit on 16 images")
+    seen.clear()
+    q = Pruner(PruneConfig(flops_reduction=0.3, method="infoconc", select_images=8, recover="none"))
+    q.fit(small_resnet(), data)
+    assert not seen and "refit" not in q.plan().budget["allocation_choice"]["criterion"]
+
+
+def test_candidate_refit_falls_back_to_the_judging_images_when_data_is_short(monkeypatch):
+    rec = importlib.import_module("onnxprune.recover.reconstruct")
+    data, seen = calib(12), []
+    real = rec.reconstruct
+    monkeypatch.setattr(rec, "reconstruct", lambda o, pr, a, pl, images, **kw:
+                        (seen.append(np.asarray(images)), real(o, pr, a, pl, images, **kw))[1])
+    Pruner(PruneConfig(flops_reduction=0.3, method="infoconc", select_images=8)).fit(small_resnet(), data)
+    assert seen and all(np.array_equal(x, data[:8]) for x in seen)
 
 
 @pytest.mark.parametrize("data,match", [
@@ -100,7 +132,8 @@ def test_face_detector_choice_reads_boxes_and_scores(assets):
                rank_images=4, hsic_images=4, shapley_images=4).fit(model, data)
     choice = p.plan().budget["allocation_choice"]
     assert choice["criterion"] == ("mean output distance to the unpruned model (scores: relative squared "
-                                   "error; boxes: relative squared error)")
+                                   "error; boxes: relative squared error), each candidate judged after a "
+                                   "refit on 4 images")
     distances = {k: v["distance"] for k, v in choice["candidates"].items()}
     assert all(d > 0 for d in distances.values()) and len(set(distances.values())) == len(distances)
     assert distances[choice["chosen"]] == min(distances.values())
