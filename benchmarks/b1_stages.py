@@ -255,6 +255,7 @@ def write(out: Path, result: dict) -> None:
     md += ["", f"Cells run: {', '.join(ran) or 'none'}."]
     if result.get("not_run"):
         md.append("Not run (time): " + ", ".join(f"{c['method']} @ {100 * c['budget']:.1f} %" for c in result["not_run"]) + ".")
+    md += [f"* {n}" for n in result.get("notes", [])]
     if "wall_s" in result:
         md.append(f"Total wall time so far: {result['wall_s'] / 60:.0f} min.")
     tmp = out / "b1_stages.md.tmp"
