@@ -84,7 +84,7 @@ class PruneConfig:
     recover: str = "reconstruct"             # reconstruct (when calibration data is given) | none
     recover_images: int | None = None        # calibration images for the refit (None: all given)
     simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
-    latency_rounds: int = 4                  # latency budget: measured allocate-time-correct rounds (0: tables only)
+    latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)

@@ -57,7 +57,7 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                    help="remove this fraction of the latency measured on --target at --batch: layer tables "
                         "measured on this machine (cached) shape the allocation, and up to --latency-rounds "
                         "timed pruned models set its level (may be combined with MACs/params budgets)")
-    g.add_argument("--latency-rounds", type=int, default=4, metavar="K",
+    g.add_argument("--latency-rounds", type=int, default=6, metavar="K",
                    help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
                         "the original, correct the budget (stops within 2 points of the request); 0 trusts "
                         "the tables' prediction alone")

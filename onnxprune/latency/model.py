@@ -46,6 +46,7 @@ class LatencyModel:
     engine: Engine
     skipped: list[str] = field(default_factory=list)
     build_s: float = 0.0
+    scale_fallback: bool = False     # the two timings gave no usable scale (1 was used)
 
     def layer_latencies(self, counts: Mapping[int, int],
                         kept: Mapping[int, np.ndarray] | None = None) -> list[float]:
@@ -142,6 +143,22 @@ def build_latency_model(model: onnx.ModelProto, analysis: Analysis, engine: Engi
     from the unpruned and the half model measured (see the module docstring)."""
     t0 = time.perf_counter()
     builder = builder or TableBuilder(engine, batch)
+    lm = _fitted_model(model, analysis, engine, batch, builder, measured_full)
+    if builder.reused and (lm.remainder < 0 or lm.scale_fallback):
+        # tables cached under other conditions (e.g. timed while the machine was loaded) no longer
+        # add up to the model timed now: time them again, once
+        log.info("latency model: the cached layer tables disagree with the model timed now (remainder "
+                 "%.2f ms, scale %.2f); measuring them again", 1e3 * lm.remainder, lm.scale)
+        builder = TableBuilder(builder.engine, builder.batch, builder.cache, builder.repeats, builder.measure,
+                               refresh=True)
+        lm = _fitted_model(model, analysis, engine, batch, builder, lm.measured_full)
+    lm.build_s = time.perf_counter() - t0
+    return lm
+
+
+def _fitted_model(model, analysis, engine, batch, builder, measured_full) -> LatencyModel:
+    """Tables for every geometry from ``builder``, scale and remainder from two whole-model timings."""
+    t0 = time.perf_counter()
     layers, skipped = model_layers(analysis)
     geos = list(dict.fromkeys(l.geometry for l in layers))
     tables = {g: builder.table(g) for g in progress(geos, total=len(geos), desc="latency tables", unit="layer")}
@@ -153,7 +170,8 @@ def build_latency_model(model: onnx.ModelProto, analysis: Analysis, engine: Engi
     measured_half = measure_model(half, engine, batch)
     s_full, s_half = lm.predict({}), lm.predict(half_counts)
     scale = (measured_full - measured_half) / (s_full - s_half) if s_full > s_half else 0.0
-    lm.scale = scale if 0.5 <= scale <= 20 else 1.0
+    lm.scale_fallback = not 0.5 <= scale <= 20
+    lm.scale = 1.0 if lm.scale_fallback else scale
     lm.measured_full = measured_full
     lm.remainder = measured_full - lm.scale * s_full
     lm.build_s = time.perf_counter() - t0

@@ -254,9 +254,10 @@ class TableBuilder:
     """Builds (or reads from the cache) the tables of a set of geometries; counts what it measured."""
 
     def __init__(self, engine: Engine, batch: int, cache: Path | None = None, repeats: int = 5,
-                 measure=measure_layer) -> None:
+                 measure=measure_layer, refresh: bool = False) -> None:
         self.engine, self.batch, self.repeats, self.measure = engine, batch, repeats, measure
         self.cache = cache_dir() if cache is None else Path(cache)
+        self.refresh = refresh          # measure again even where the cache has a table (and rewrite it)
         self.measured = self.reused = 0
 
     def path(self, geo: Geometry) -> Path:
@@ -264,7 +265,7 @@ class TableBuilder:
 
     def table(self, geo: Geometry) -> LayerTable:
         p = self.path(geo)
-        if p.exists():
+        if p.exists() and not self.refresh:
             try:
                 t = LayerTable.from_dict(json.loads(p.read_text()))
                 if t.geometry == geo and t.batch == self.batch:

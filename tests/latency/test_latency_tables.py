@@ -139,3 +139,18 @@ def test_unknown_target_is_one_line():
     from onnxprune.latency.table import TargetError, engine_for
     with pytest.raises(TargetError, match="'tpu'"):
         engine_for("tpu")
+
+
+def test_stale_cached_tables_are_measured_again(tmp_path, monkeypatch):
+    """Tables cached under other conditions (10x slower) leave a negative remainder: re-timed once."""
+    monkeypatch.setattr(latency_model, "measure_model", _fake_model_time)
+    model = small_resnet()
+    a = analyze(model)
+    slow = lambda *args, **kw: 10 * fake_time(*args, **kw)  # noqa: E731
+    latency_model.build_latency_model(model, a, ENGINE, 2, TableBuilder(ENGINE, 2, cache=tmp_path, measure=slow))
+    builder = TableBuilder(ENGINE, 2, cache=tmp_path, measure=fake_time)
+    lm = latency_model.build_latency_model(model, a, ENGINE, 2, builder)
+    assert lm.remainder >= 0 and lm.scale == pytest.approx(1.5, rel=1e-3)
+    again = TableBuilder(ENGINE, 2, cache=tmp_path, measure=slow)     # the cache now holds the new timings
+    lm2 = latency_model.build_latency_model(model, a, ENGINE, 2, again)
+    assert again.measured == 0 and lm2.remainder >= 0
