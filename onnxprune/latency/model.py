@@ -25,6 +25,8 @@ __all__ = ["LatencyModel", "build_latency_model", "measure_model"]
 
 log = get_logger(__name__)
 
+STALE_REMAINDER = 0.1   # cached tables whose sum overshoots the model timed now by more than this: re-timed
+
 
 def measure_model(model: onnx.ModelProto, engine: Engine, batch: int, repeats: int = 10) -> float:
     """Median seconds of one run of ``model`` at ``batch`` (random input) on ``engine``."""
@@ -144,7 +146,7 @@ def build_latency_model(model: onnx.ModelProto, analysis: Analysis, engine: Engi
     t0 = time.perf_counter()
     builder = builder or TableBuilder(engine, batch)
     lm = _fitted_model(model, analysis, engine, batch, builder, measured_full)
-    if builder.reused and (lm.remainder < 0 or lm.scale_fallback):
+    if builder.reused and (lm.remainder < -STALE_REMAINDER * lm.measured_full or lm.scale_fallback):
         # tables cached under other conditions (e.g. timed while the machine was loaded) no longer
         # add up to the model timed now: time them again, once
         log.info("latency model: the cached layer tables disagree with the model timed now (remainder "
