@@ -227,7 +227,7 @@ class Pruner:
         self.latency_ = None
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
-        self._keep_choice = False       # latency feedback rounds after the first keep its candidate
+        self._fixed_candidate: str | None = None   # latency feedback rounds after the first keep its candidate
 
     @property
     def settings(self) -> dict:
@@ -324,16 +324,18 @@ class Pruner:
                 pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed)
         return AnyBatchSession(pruned).run(images)
 
-    def _candidates(self, problem: AllocationProblem, alloc: str) -> list[Candidate]:
+    def _candidates(self, problem: AllocationProblem, alloc: str, only: str | None = None) -> list[Candidate]:
         """One allocation per weight sharpness t (weights w^t; t = 0 leaves only the cost
-        elasticity) and the uniform one, each repaired against the exact cost."""
+        elasticity) and the uniform one, each repaired against the exact cost; ``only``: just the
+        candidate of that name."""
         base = self._weights(problem, raw=True)
         out = []
         for t in self.config.temperatures:
-            w = self._scaled(problem, {g: v ** t for g, v in base.items()})
-            result = allocate(problem, alloc, weights=w, x_min=self.config.min_keep)
-            out.append(Candidate(f"{alloc} t={t:g}", dict(result.counts), result.notes))
-        if len(self.config.temperatures) > 1:
+            if only in (None, f"{alloc} t={t:g}"):
+                w = self._scaled(problem, {g: v ** t for g, v in base.items()})
+                result = allocate(problem, alloc, weights=w, x_min=self.config.min_keep)
+                out.append(Candidate(f"{alloc} t={t:g}", dict(result.counts), result.notes))
+        if len(self.config.temperatures) > 1 and only in (None, "uniform"):
             result = allocate(problem, "uniform")
             out.append(Candidate("uniform", dict(result.counts), result.notes))
         return [Candidate(c.name, self._exact_repair(problem, c.counts), c.notes) for c in out]
@@ -342,10 +344,8 @@ class Pruner:
         """Keep the candidate whose pruned model's outputs stay closest to the unpruned model's on
         calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
         from onnxprune.runtime import AnyBatchSession
-        if self.choice_ is not None and self._keep_choice:
-            kept = [c for c in self._candidates(problem, alloc) if c.name == self.choice_.candidate.name]
-            if kept:
-                return kept[0].counts
+        if self._fixed_candidate is not None:
+            return self._candidates(problem, alloc, only=self._fixed_candidate)[0].counts
         images = _first_images(data, self.config.select_images)
         refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
@@ -476,7 +476,7 @@ class Pruner:
             # only the budget, so a round costs one allocation and one timing
             self.notes = list(notes_before)
             allocation = self._allocate(data, latency_budget=budget)
-            self._keep_choice = self.choice_ is not None
+            self._fixed_candidate = self.choice_.candidate.name if self.choice_ is not None else None
             return allocation, select_all(self.analysis_, allocation, self.scores_), list(self.notes), self.choice_
 
         def measure(result):
@@ -488,7 +488,7 @@ class Pruner:
             best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
                                                  rounds=self.config.latency_rounds)
         finally:
-            self._keep_choice = False
+            self._fixed_candidate = None
         self.allocation_, self.kept_, self.notes, self.choice_ = best.result
         self.latency_feedback_ = [r.to_dict() for r in rounds]
         self.notes.append(f"latency budget met by measurement: internal budget {100 * best.budget:.1f} % "
