@@ -72,20 +72,6 @@ def _with_batchnorm(model, train, config, emit):
     return model, True
 
 
-def _plain_identity_batchnorm(module) -> None:
-    """Re-inserted BatchNorm that keeps frozen statistics: mean 0, variance 1 - ε, scale 1, bias 0.
-    The identity all the same, but a plain per-channel affine map: with the data's statistics
-    frozen, a channel of tiny variance multiplies its scale's gradient by 1/σ² and training
-    diverges (a BN-folded ResNet-56 reached a NaN loss within one epoch at lr 0.001)."""
-    import torch
-    with torch.no_grad():
-        for bn in module.bn.values():
-            bn.running_mean.zero_()
-            bn.running_var.fill_(1.0 - bn.eps)
-            bn.weight.fill_(1.0)
-            bn.bias.zero_()
-
-
 def _free_batch(model, emit):
     """The model with a symbolic batch when its graph spells a fixed batch size out in Reshape
     targets (constant-folded shape arithmetic), which training batches would not fit."""
@@ -248,8 +234,6 @@ def _build(model, train, val, config, teacher_model, emit):
     objective = plan_objective(train, val, names, _student_outputs(module, probe, device), config,
                                teacher_model is not None, emit)
     config = _resolve(config, objective.use_labels, reinserted, emit)
-    if reinserted and config.bn_stats == "frozen":
-        _plain_identity_batchnorm(module)
     steps = math.ceil(len(train) / config.batch_size)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
