@@ -62,6 +62,11 @@ class RefitRecord:
         d["seconds"] = round(self.seconds, 3)
         return d
 
+    def mean_errors(self) -> tuple[float, float]:
+        """Mean relative error of the refitted layers before and after the refit (layers required)."""
+        n = len(self.layers)
+        return sum(x.error_before for x in self.layers) / n, sum(x.error_after for x in self.layers) / n
+
     @classmethod
     def from_dict(cls, d: dict) -> "RefitRecord":
         layers = [LayerRefit(**x) for x in d.get("layers", [])]
@@ -74,8 +79,7 @@ def refit_summary(refit: dict) -> str:
     r = RefitRecord.from_dict(refit)
     if not r.layers:
         return "reconstruct: no layer lost input channels; nothing refitted"
-    before = sum(x.error_before for x in r.layers) / len(r.layers)
-    after = sum(x.error_after for x in r.layers) / len(r.layers)
+    before, after = r.mean_errors()
     warned = sum(x.warning is not None for x in r.layers)
     extra = f"; {warned} with too few rows (stronger ridge)" if warned else ""
     return (f"reconstruct: {len(r.layers)} layers refitted on {r.images} images in {r.seconds:.1f} s, "

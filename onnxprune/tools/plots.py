@@ -69,8 +69,7 @@ def _refit_section(refit: dict) -> list[str]:
     r = RefitRecord.from_dict(refit)
     if not r.layers:
         return ["No layer lost input channels; nothing refitted."]
-    before = sum(x.error_before for x in r.layers) / len(r.layers)
-    after = sum(x.error_after for x in r.layers) / len(r.layers)
+    before, after = r.mean_errors()
     lines = [f"{r.method}: {len(r.layers)} layers refitted by least squares on {r.images} calibration "
              f"images; error = relative squared error of the layer's output against the unpruned "
              f"model's on the calibration data, mean {before:.4g} → {after:.4g}.", "",
