@@ -54,9 +54,12 @@ class PruneConfig:
     given (see :meth:`with_default_method`). ``round_to`` is one channel multiple for every group,
     a mapping group id -> multiple, or ``"latency"``: per group, the step the ``target`` engine runs
     fast at ``batch`` (measured, see onnxprune.latency.steps). ``latency_reduction`` is a budget on
-    the latency measured on the ``target`` engine at ``batch``: tables measured per layer shape the
-    allocation, and up to ``latency_rounds`` timed pruned models correct its level
-    (onnxprune.latency.feedback; 0 trusts the tables' prediction).
+    the latency measured on the ``target`` engine at ``batch``, met by up to ``latency_rounds`` timed
+    pruned models (onnxprune.latency.feedback). ``latency_shape`` says what shapes the allocation
+    across groups: ``"macs"`` (default) searches the MACs budget whose information-weighted
+    allocation lands on the measured cut; ``"tables"`` puts the per-layer latency tables into the
+    convex program as a latency budget. ``latency_rounds=0`` trusts the tables' prediction alone
+    (always the "tables" shape).
     """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
     params_reduction: float | None = None    # fraction of parameters to remove
@@ -85,6 +88,7 @@ class PruneConfig:
     recover_images: int | None = None        # calibration images for the refit (None: all given)
     simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
     latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
+    latency_shape: str = "macs"              # latency budget met through: macs (a MACs budget searched) | tables
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
@@ -147,6 +151,8 @@ class PruneConfig:
             raise BudgetError(f"--recover-images must be >= 1, got {self.recover_images}")
         if isinstance(self.latency_rounds, bool) or not isinstance(self.latency_rounds, int) or self.latency_rounds < 0:
             raise BudgetError(f"--latency-rounds must be a non-negative integer, got {self.latency_rounds!r}")
+        if self.latency_shape not in ("macs", "tables"):
+            raise BudgetError(f"unknown latency shape {self.latency_shape!r}: choose macs or tables")
         if not 0 < self.min_keep <= 1:
             raise BudgetError(f"--min-keep must be in (0, 1], got {self.min_keep}")
 
@@ -292,7 +298,7 @@ class Pruner:
         def exact(c):
             kept = select_all(self.analysis_, c, self.scores_)
             out = {"macs": self.cost_.macs(kept), "params": self.cost_.params(kept)}
-            if self.config.latency_reduction is not None:
+            if any(b.name == "latency" for b in problem.budgets):
                 from onnxprune.latency.hooks import exact_latency
                 out["latency"] = exact_latency(problem, self.latency_, c, kept)
             return out
@@ -465,17 +471,21 @@ class Pruner:
             self.config = dataclasses.replace(self.config, round_to=finer)
 
     def _allocate_measured(self, data) -> None:
-        """Allocate at internal latency budgets until the pruned model's measured cut on the target
-        lands within a tolerance of the request (see onnxprune.latency.feedback)."""
+        """Allocate at internal budgets until the pruned model's measured cut on the target lands
+        within a tolerance of the request (see onnxprune.latency.feedback). The internal budget is a
+        MACs cut (``latency_shape`` "macs") or a cut of the tables' latency ("tables")."""
         from onnxprune.latency.feedback import meet_measured_latency
         from onnxprune.latency.measure import measure_pair
         notes_before = list(self.notes)
+        shape = "macs_budget" if self.config.latency_shape == "macs" else "latency_budget"
+        start = max(self.config.latency_reduction, self.config.flops_reduction or 0.0) \
+            if shape == "macs_budget" else self.config.latency_reduction
 
         def attempt(budget):
             # the first round chooses the candidate (weight sharpness); later rounds keep it and move
             # only the budget, so a round costs one allocation and one timing
             self.notes = list(notes_before)
-            allocation = self._allocate(data, latency_budget=budget)
+            allocation = self._allocate(data, **{shape: budget})
             self._fixed_candidate = self.choice_.candidate.name if self.choice_ is not None else None
             return allocation, select_all(self.analysis_, allocation, self.scores_), list(self.notes), self.choice_
 
@@ -486,26 +496,29 @@ class Pruner:
 
         try:
             best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
-                                                 rounds=self.config.latency_rounds)
+                                                 rounds=self.config.latency_rounds, start=start)
         finally:
             self._fixed_candidate = None
         self.allocation_, self.kept_, self.notes, self.choice_ = best.result
         self.latency_feedback_ = [r.to_dict() for r in rounds]
-        self.notes.append(f"latency budget met by measurement: internal budget {100 * best.budget:.1f} % "
+        what = "MACs" if shape == "macs_budget" else "table latency"
+        self.notes.append(f"latency budget met by measurement: internal {what} budget {100 * best.budget:.1f} % "
                           f"measured {100 * best.measured:.1f} % ({len(rounds)} round(s))")
 
-    def _allocate(self, data, latency_budget: float | None = None) -> dict[int, int]:
-        """Counts per group under the config's budgets; ``latency_budget`` replaces the latency
-        cut asked of the tables (the measured feedback's internal budget)."""
+    def _allocate(self, data, latency_budget: float | None = None, macs_budget: float | None = None) -> dict[int, int]:
+        """Counts per group under the config's budgets. The measured feedback's internal budget is
+        either ``latency_budget`` (replaces the latency cut asked of the tables) or ``macs_budget``
+        (a MACs cut, at least the config's, in place of the tables' latency budget)."""
         config = self.config
         alloc, _, _ = config.resolved()
         floors = span_floors(self.analysis_)      # one kept channel per tensor of a group
         if config.ratio is not None:
             return ratio_counts(self.analysis_, config.ratio, config.round_to, floors)
-        problem = budget_problem(self.analysis_, self.cost_, flops_reduction=config.flops_reduction,
+        flops = config.flops_reduction if macs_budget is None else max(macs_budget, config.flops_reduction or 0.0)
+        problem = budget_problem(self.analysis_, self.cost_, flops_reduction=flops,
                                  params_reduction=config.params_reduction, round_to=config.round_to,
                                  min_channels=floors)
-        if config.latency_reduction is not None:
+        if config.latency_reduction is not None and macs_budget is None:
             from onnxprune.latency.hooks import with_latency_budget
             problem = with_latency_budget(problem, self.latency_, config.latency_reduction
                                           if latency_budget is None else latency_budget)

@@ -54,13 +54,20 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--params-reduction", type=float, metavar="F",
                    help="remove this fraction of parameters (may be combined with --flops-reduction)")
     g.add_argument("--latency-reduction", type=float, metavar="F",
-                   help="remove this fraction of the latency measured on --target at --batch: layer tables "
-                        "measured on this machine (cached) shape the allocation, and up to --latency-rounds "
-                        "timed pruned models set its level (may be combined with MACs/params budgets)")
+                   help="remove this fraction of the latency measured on --target at --batch: up to "
+                        "--latency-rounds pruned models are timed against the original and the budget "
+                        "corrected until the measured cut lands within 2 points (may be combined with "
+                        "MACs/params budgets)")
     g.add_argument("--latency-rounds", type=int, default=6, metavar="K",
                    help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
                         "the original, correct the budget (stops within 2 points of the request); 0 trusts "
                         "the tables' prediction alone")
+    g.add_argument("--latency-shape", choices=["macs", "tables"], default="macs",
+                   help="with --latency-reduction, what spreads the cut over the layers: 'macs' searches the "
+                        "MACs budget whose information-weighted allocation (with the per-group channel steps "
+                        "measured on --target) meets the measured latency cut, the more accurate at equal "
+                        "latency; 'tables' puts per-layer latency tables measured on this machine into the "
+                        "allocation as a latency budget (with --latency-rounds 0 the tables are always used)")
     g.add_argument("--round-to", default=None, metavar="N|auto",
                    help="keep channel counts that are multiples of N; 'auto' picks one multiple for every "
                         "group (16 on AVX-512 CPUs, 8 on AVX2 CPUs and GPUs). Default: per group, the step "

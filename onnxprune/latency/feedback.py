@@ -3,12 +3,13 @@
 The tables predict whole-model latency only up to what a sum of layers timed apart can say: fusions,
 layout reorders the engine inserts between layers whose channel counts leave its blocks, memory
 traffic and the ops between convolutions make the prediction drift (on onnxruntime CPU it
-overestimated the cut by 10-20 points of latency on ResNet-56). The allocation's *shape* across
-groups comes from the tables; its *level* is set here by measurement. Each round allocates at an
-internal budget, builds the pruned model (no verification, no refit: latency depends on the shape
-only), times it against the original interleaved on the target, and moves the internal budget by a
-secant step towards the requested cut. The round whose measured cut lands closest to the request
-is kept; every round is recorded.
+overestimated the cut by 10-20 points of latency on ResNet-56). So the *level* is set here by
+measurement, whatever shapes the allocation across groups: an internal MACs budget (the
+information-weighted allocation with per-group channel steps, the pipeline's default) or an internal
+cut of the tables' latency. Each round allocates at the internal budget, builds the pruned model (no
+verification, no refit: latency depends on the shape only), times it against the original
+interleaved on the target, and moves the internal budget by a secant step towards the requested
+cut. The round whose measured cut lands closest to the request is kept; every round is recorded.
 """
 from __future__ import annotations
 
@@ -55,11 +56,13 @@ def _next_budget(rounds: list[FeedbackRound], requested: float) -> float:
 
 def meet_measured_latency(requested: float, attempt: Callable[[float], object],
                           measure: Callable[[object], tuple[float, float]], rounds: int = 4,
-                          tolerance: float = TOLERANCE) -> tuple[FeedbackRound, list[FeedbackRound]]:
-    """(best round, every round). ``attempt(budget)`` allocates at an internal latency cut (raises
-    BudgetError when out of reach); ``measure(result)`` returns (measured cut, speed-up)."""
+                          tolerance: float = TOLERANCE, start: float | None = None
+                          ) -> tuple[FeedbackRound, list[FeedbackRound]]:
+    """(best round, every round). ``attempt(budget)`` allocates at an internal budget (raises
+    BudgetError when out of reach), the first at ``start`` (default ``requested``);
+    ``measure(result)`` returns (measured cut, speed-up)."""
     history: list[FeedbackRound] = []
-    budget, ceiling = requested, MAX_INTERNAL
+    budget, ceiling = (requested if start is None else min(start, MAX_INTERNAL)), MAX_INTERNAL
     for k in range(max(rounds, 1)):
         try:
             result = attempt(budget)

@@ -9,7 +9,7 @@ import numpy as np
 
 from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 from onnxprune.latency.model import LatencyModel, build_latency_model
-from onnxprune.latency.steps import channel_steps
+from onnxprune.latency.steps import channel_steps, network_steps
 from onnxprune.latency.table import engine_for
 from onnxprune.errors import OnnxPruneError
 from onnxprune.log import get_logger
@@ -46,7 +46,7 @@ def latency_setup(model, analysis, config, timings: dict):
         return None, dataclasses.replace(config, round_to=1), {}
     steps = {}
     if config.round_to == "latency":
-        steps = channel_steps(lm)
+        steps = network_steps(model, lm, channel_steps(lm))
         config = dataclasses.replace(config, round_to={g: c.step for g, c in steps.items()})
         by_step: dict[int, int] = {}
         for c in steps.values():

@@ -8,7 +8,7 @@ import onnx
 
 from onnxprune.latency.table import Engine
 
-__all__ = ["measure_pair"]
+__all__ = ["measure_pair", "measure_models"]
 
 
 def _runner(model: onnx.ModelProto, engine: Engine, batch: int):
@@ -22,18 +22,25 @@ def _runner(model: onnx.ModelProto, engine: Engine, batch: int):
     return lambda: sess.run(None, feeds)
 
 
-def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Engine, batch: int,
-                 rounds: int = 5, runs: int = 3) -> dict:
-    """Seconds per batch of both models (median over interleaved rounds of ``runs`` runs each,
-    alternating which goes first) and the speed-up original / pruned."""
-    fns = [_runner(original, engine, batch), _runner(pruned, engine, batch)]
-    samples: list[list[float]] = [[], []]
+def measure_models(models: list[onnx.ModelProto], engine: Engine, batch: int, rounds: int = 5,
+                   runs: int = 3) -> list[float]:
+    """Seconds per batch of each model: the median over interleaved rounds of ``runs`` runs each
+    (the order reversed every other round, so drift and load spread over all models alike)."""
+    fns = [_runner(m, engine, batch) for m in models]
+    samples: list[list[float]] = [[] for _ in models]
+    order = list(range(len(models)))
     for r in range(rounds):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for i in (order if r % 2 == 0 else order[::-1]):
             for _ in range(runs):
                 t0 = time.perf_counter()
                 fns[i]()
                 samples[i].append(time.perf_counter() - t0)
-    a, b = float(np.median(samples[0])), float(np.median(samples[1]))
+    return [float(np.median(s)) for s in samples]
+
+
+def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Engine, batch: int,
+                 rounds: int = 5, runs: int = 3) -> dict:
+    """Seconds per batch of both models (see :func:`measure_models`) and the speed-up original / pruned."""
+    a, b = measure_models([original, pruned], engine, batch, rounds, runs)
     return {"original_s": a, "pruned_s": b, "speedup": a / b if b > 0 else float("nan"),
             "batch": batch, "rounds": rounds, "runs_per_round": runs, "target": engine.target}

@@ -21,7 +21,7 @@ from onnxprune.latency.layers import Layer, model_layers, tensor_channels
 from onnxprune.latency.table import Engine, LayerTable, TableBuilder, time_model
 from onnxprune.log import get_logger, progress
 
-__all__ = ["LatencyModel", "build_latency_model", "measure_model"]
+__all__ = ["LatencyModel", "build_latency_model", "measure_model", "counts_model"]
 
 log = get_logger(__name__)
 
@@ -122,21 +122,28 @@ class LatencyModel:
                 "untimed_compute_nodes": self.skipped}
 
 
-def half_model(analysis: Analysis, blocks: tuple[int, ...]) -> tuple[onnx.ModelProto, dict[int, int]]:
-    """The model with every prunable group cut to about half, on the block grid (first channels kept)."""
+def counts_model(analysis: Analysis, counts: Mapping[int, int]) -> onnx.ModelProto:
+    """The model with group g cut to ``counts[g]`` channels (first channels kept; the others whole),
+    for timing only."""
     from onnxprune.rewrite.apply import apply_plan
     from onnxprune.rewrite.plan import Plan
+    from onnxprune.scoring.selection import select_kept
+    kept = {}
+    for g in analysis.prunable:
+        n = counts.get(g.id, g.channels)
+        kept[g.id] = np.arange(n) if g.equal_blocks == 1 else \
+            select_kept(np.arange(g.channels, 0, -1, dtype=float), n, g.equal_blocks)
+    return apply_plan(analysis, Plan.build(analysis, kept), check=False)
+
+
+def half_model(analysis: Analysis, blocks: tuple[int, ...]) -> tuple[onnx.ModelProto, dict[int, int]]:
+    """The model with every prunable group cut to about half, on the block grid (first channels kept)."""
     counts = {}
     for g in analysis.prunable:
         step = next((b for b in blocks if g.channels >= 2 * b and g.channels % b == 0), 1)
         step = step * g.equal_blocks // np.gcd(step, g.equal_blocks)
         counts[g.id] = min(g.channels, max(step, int(round(g.channels / 2 / step)) * step))
-    kept = {g: np.arange(n) for g, n in counts.items()}
-    if any(g.equal_blocks > 1 for g in analysis.prunable):
-        from onnxprune.scoring.selection import select_kept
-        for g in analysis.prunable:
-            kept[g.id] = select_kept(np.arange(g.channels, 0, -1, dtype=float), counts[g.id], g.equal_blocks)
-    return apply_plan(analysis, Plan.build(analysis, kept), check=False), counts
+    return counts_model(analysis, counts), counts
 
 
 def build_latency_model(model: onnx.ModelProto, analysis: Analysis, engine: Engine, batch: int,

@@ -40,8 +40,10 @@ def test_first_budget_out_of_reach_raises():
         meet_measured_latency(0.4, *_linear_engine(1.0, reach=0.3))
 
 
-def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch):  # noqa: F811
-    """The engine's real cut is half of what the MACs say: the loop raises the internal budget."""
+@pytest.mark.parametrize("shape", ["macs", "tables"])
+def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch, shape):  # noqa: F811
+    """The engine's real cut is half of what the MACs say: the loop raises the internal budget
+    (a MACs cut, or a cut of the tables' latency)."""
     from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
     from onnxprune.pipeline import PruneConfig, Pruner
@@ -51,7 +53,7 @@ def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch):  # noqa: F81
         pruned_s = 1.0 - 0.5 * (1 - small / full)
         return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s}
     monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
-    pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False)).fit(small_resnet())
+    pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False, latency_shape=shape)).fit(small_resnet())
     rec = pruner.plan().budget["latency"]
     rounds = rec["feedback"]
     best = min((r for r in rounds if r["measured_reduction"] is not None),
@@ -60,7 +62,13 @@ def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch):  # noqa: F81
     assert rounds[0]["budget"] == 0.2 and len(rounds) >= 2
     macs_cut = 1 - pruner.cost_.macs(pruner.kept_) / pruner.full_["macs"]
     assert macs_cut == pytest.approx(2 * best["measured_reduction"], abs=2e-4)   # the record keeps 4 digits
-    assert any("measured" in n for n in pruner.notes)
+    assert any("measured" in n and ("MACs" if shape == "macs" else "table latency") in n for n in pruner.notes)
+
+
+def test_unknown_latency_shape_is_refused():
+    from onnxprune.pipeline import PruneConfig
+    with pytest.raises(BudgetError, match="latency shape 'flops'"):
+        PruneConfig(latency_reduction=0.2, latency_shape="flops").validate()
 
 
 def test_later_rounds_keep_the_first_rounds_candidate(fake_engine, monkeypatch):  # noqa: F811

@@ -84,8 +84,8 @@ def test_steps_from_a_synthetic_table():
     assert staircase_step(16, (16, 8), stair(16))[0] == 8
     assert staircase_step(16, (16, 8), stair(8))[0] == 8
     assert staircase_step(12, (16, 8), stair(8))[0] == 1
-    # 32 channels are not held to {16, 32}: the allocator keeps room (C >= 4m for the larger block)
-    assert staircase_step(32, (16, 8), stair(16))[0] == 8
+    # 32 channels on a staircase of 16 keep 16 or 32 (24 would cost what 32 costs)
+    assert staircase_step(32, (16, 8), stair(16))[0] == 16
 
 
 def _fake_model_time(model, engine, batch, repeats=10):
@@ -101,6 +101,8 @@ def fake_engine(monkeypatch, tmp_path):
     monkeypatch.setattr(latency_model, "measure_model", _fake_model_time)
     monkeypatch.setattr("onnxprune.latency.table.measure_layer", fake_time)
     monkeypatch.setattr("onnxprune.latency.hooks.engine_for", lambda target: ENGINE)
+    monkeypatch.setattr("onnxprune.latency.measure.measure_models",
+                        lambda models, engine, batch, **kw: [_fake_model_time(m, engine, batch) for m in models])
     orig = TableBuilder.__init__
 
     def init(self, engine, batch, cache=None, repeats=5, measure=fake_time):
@@ -154,3 +156,43 @@ def test_stale_cached_tables_are_measured_again(tmp_path, monkeypatch):
     again = TableBuilder(ENGINE, 2, cache=tmp_path, measure=slow)     # the cache now holds the new timings
     lm2 = latency_model.build_latency_model(model, a, ENGINE, 2, again)
     assert again.measured == 0 and lm2.remainder >= 0
+
+
+def _table_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(latency_model, "measure_model", _fake_model_time)
+    model = small_resnet()
+    lm = latency_model.build_latency_model(model, analyze(model), ENGINE, 2,
+                                           TableBuilder(ENGINE, 2, cache=tmp_path, measure=fake_time))
+    return model, lm
+
+
+def test_network_check_overrides_the_tables_where_it_can_measure(tmp_path, monkeypatch):
+    """Like groups are cut together inside the whole model: an in-between count that buys (almost)
+    nothing makes the block the step; one that buys time everywhere means exact counts."""
+    from onnxprune.latency.steps import StepChoice, channel_steps, like_groups, network_steps
+    model, lm = _table_model(tmp_path, monkeypatch)
+    table = channel_steps(lm)
+    calls = []
+
+    def timed(times):
+        def measure(models):
+            calls.append([len(m.graph.node) for m in models])
+            assert len(models) == 3 and models[0] is model
+            return list(times)
+        return measure
+    stair = network_steps(model, lm, table, measure=timed([1.0, 0.99, 0.8]))
+    assert calls, "no class was timed"
+    for like in like_groups(lm, lm.analysis.prunable):
+        g = like[0]
+        if g.id in stair and "in the network" in stair[g.id].reason and g.equal_blocks == 1:
+            assert stair[g.id].step == max(b for b in ENGINE.blocks if g.channels >= 2 * b and g.channels % b == 0)
+    linear = network_steps(model, lm, table, measure=timed([1.0, 0.9, 0.8]))
+    assert any(c.step == 1 and "every count buys time" in c.reason for c in linear.values())
+    noise = network_steps(model, lm, table, measure=timed([1.0, 0.999, 0.995]))
+    assert {g: c.step for g, c in noise.items()} == {g: c.step for g, c in table.items()}
+    # nothing worth timing: the tables' reading stands and nothing is measured
+    monkeypatch.setattr("onnxprune.latency.steps.NETWORK_NOISE", 10.0)
+    calls.clear()
+    kept = network_steps(model, lm, table, measure=timed([1.0, 1.0, 0.5]))
+    assert not calls and {g: c.step for g, c in kept.items()} == {g: c.step for g, c in table.items()}
+    assert all(isinstance(c, StepChoice) for c in kept.values())
