@@ -51,6 +51,8 @@ class RefitRecord:
     ridge: float = 1e-3
     waves: int = 0
     seconds: float = 0.0
+    memory_mb: int | None = None           # the cap on the activations stored between waves
+    resident_images: int | None = None     # images whose activations fit under it (the rest recomputed)
     layers: list[LayerRefit] = field(default_factory=list)
     initializers: dict[str, str] = field(default_factory=dict)    # name -> sha256 of the new value
 

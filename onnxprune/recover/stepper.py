@@ -2,50 +2,68 @@
 
 Each step computes some wanted tensors for every image, batch by batch, executing only the nodes
 not run by an earlier step (plus cheap shape computations that are not batch-major). Tensors a
-later step will read are stored for all images in memory-mapped files under a temporary folder,
-and dropped as soon as every reader has run, so a whole front-to-back refit costs about one
-forward pass of each model instead of one prefix per wave.
+later step will read (the frontier) are kept in RAM and dropped as soon as every reader has run,
+so a whole front-to-back refit costs about one forward pass of each model instead of one prefix
+per wave.
+
+Memory is bounded by ``max_bytes``, not by the number of images: the frontier is stored only
+for the first ``resident`` images. ``resident`` starts at all images and only shrinks: at each
+step, once the first batch tells how many bytes per image the frontier holds during the step,
+it becomes at most ``max_bytes`` over that (a multiple of the batch size, possibly 0) and the
+stored arrays are cut to it. The images past ``resident`` store nothing: each step computes
+their wanted tensors from the graph input, running every node they need in the model it is
+given. That is correct because the nodes before a step's tensors are final (only later layers
+get refitted), and it costs a prefix of the model per step for those images: slower, not wrong.
 
 The pruned model may change between steps (the refitted weights): a step always builds its
-sub-graph from the model it is given, and the stored frontier only holds tensors whose inputs
+sub-graphs from the model it is given, and the stored frontier only holds tensors whose inputs
 are final (see ``reconstruct``).
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.log import get_logger
 from onnxprune.runtime import make_session, with_dynamic_batch
 
 __all__ = ["Stepper"]
 
+log = get_logger(__name__)
+
+
+def _per_image_bytes(arrays) -> int:
+    return sum(a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in arrays)
+
 
 class Stepper:
-    def __init__(self, images: np.ndarray, batch_size: int, providers: list[str]) -> None:
+    def __init__(self, images: np.ndarray, batch_size: int, providers: list[str],
+                 max_bytes: int | None = None, name: str = "model") -> None:
         self.images, self.batch_size, self.providers = images, batch_size, providers
-        self._dir = tempfile.TemporaryDirectory(prefix="onnxprune-recover-")
-        self.stored: dict[str, np.ndarray] = {}
-        self.executed: set[int] = set()          # node indices run by an earlier step
-        self._files = 0
+        self.max_bytes, self.name = max_bytes, name
+        self.resident = len(images)              # the frontier is stored for images [0, resident)
+        self.stored: dict[str, np.ndarray] = {}  # tensor -> value of the resident images
+        self.executed: set[int] = set()          # node indices run by an earlier step (resident images)
+        self._warned = False
 
     def close(self) -> None:
         self.stored.clear()
-        self._dir.cleanup()
+
+    def stored_bytes(self) -> int:
+        return sum(a.nbytes for a in self.stored.values())
 
     # --- the sub-graph of one step ----------------------------------------------------------
-    def _closure(self, model: onnx.ModelProto, wanted: list[str]) -> tuple[list[int], set[str]]:
+    def _closure(self, model: onnx.ModelProto, wanted: list[str], stored) -> tuple[list[int], set[str]]:
         producer = {o: i for i, n in enumerate(model.graph.node) for o in n.output}
-        needed, used, todo = set(), set(), [t for t in wanted if t not in self.stored]
+        needed, used, todo = set(), set(), [t for t in wanted if t not in stored]
         while todo:
             t = todo.pop()
             i = producer.get(t)
-            if t in self.stored or i is None or i in needed:
-                used.add(t) if t in self.stored else None
+            if t in stored or i is None or i in needed:
+                used.add(t) if t in stored else None
                 continue
             needed.add(i)
             todo.extend(x for x in model.graph.node[i].input if x)
@@ -68,42 +86,91 @@ class Stepper:
         m = onnx.helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
         return m
 
+    def _session(self, model, nodes, used, outputs):
+        return make_session(self._submodel(model, nodes, used, outputs), self.providers, quiet=True) \
+            if outputs else None
+
+    def _run(self, session, outputs, feeds, wanted, count) -> dict[str, np.ndarray]:
+        if session is None:
+            return {}
+        try:
+            return dict(zip(outputs, session.run(outputs, feeds)))
+        except Exception as exc:
+            raise OnnxPruneError(f"reconstruct: onnxruntime cannot run the part of the model up to "
+                                 f"{', '.join(wanted[:2])} on a batch of {count} "
+                                 f"({str(exc).splitlines()[0]}); prune with --recover none") from None
+
+    # --- the memory cap ---------------------------------------------------------------------------
+    def _shrink(self, live: list[str], new: list[np.ndarray]) -> None:
+        """Fit the frontier held during this step (``live`` stored tensors + ``new`` first-batch
+        values to keep) under ``max_bytes``: lower ``resident`` and cut the stored arrays."""
+        per_image = _per_image_bytes([self.stored[t] for t in live] + new)
+        if self.max_bytes is None or per_image == 0:
+            return
+        fits = int(self.max_bytes // per_image) // self.batch_size * self.batch_size
+        if fits >= self.resident:
+            return
+        n = len(self.images)
+        if not self._warned:
+            self._warned = True
+            log.info(f"reconstruct: the frontier of the {self.name} model would need "
+                     f"{per_image * n / 2 ** 20:.0f} MB for all {n} images; it is kept for {fits} images "
+                     f"within the cap of {self.max_bytes / 2 ** 20:.0f} MB, the other {n - fits} are "
+                     f"recomputed from the input at each wave (slower, same result); raise the cap with "
+                     f"--recover-memory MB")
+        self.resident = fits
+        for t in list(self.stored):                  # copies: a view would keep the whole array alive
+            self.stored[t] = self.stored[t][:fits].copy()
+
     # --- a step --------------------------------------------------------------------------------
     def step(self, model: onnx.ModelProto, wanted: list[str]) -> Iterator[dict[str, np.ndarray]]:
         """Yield ``{tensor: batch value}`` of ``wanted`` for each batch of images, in order."""
         model = with_dynamic_batch(model)
-        nodes, used = self._closure(model, wanted)
+        n, input_name = len(self.images), model.graph.input[0].name
+        nodes, used = self._closure(model, wanted, self.stored)
         done = self.executed | set(nodes)
         later = self._later_readers(model, done)
+        for t in [t for t in self.stored if t not in used and t not in later and t not in wanted]:
+            del self.stored[t]                       # read by no one any more
         produced = [o for i in nodes for o in model.graph.node[i].output if o]
         keep = [t for t in produced if t in later and t not in self.stored]
         outputs = list(dict.fromkeys([t for t in wanted if t not in self.stored] + keep))
-        session = make_session(self._submodel(model, nodes, used, outputs), self.providers, quiet=True) \
-            if outputs else None
-        input_name = model.graph.input[0].name
-        n = len(self.images)
+        session = self._session(model, nodes, used, outputs) if self.resident else None
+        tail = None                                  # the images past resident: from the input
+        kept: list[str] = []
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            values = {}
-            if session is not None:
+            if start < self.resident:
                 feeds = {i.name: (self.images[start:stop] if i.name == input_name else self.stored[i.name][start:stop])
-                         for i in session.get_inputs()}
-                try:
-                    values = dict(zip(outputs, session.run(outputs, feeds)))
-                except Exception as exc:
-                    raise OnnxPruneError(f"reconstruct: onnxruntime cannot run the part of the model up to "
-                                         f"{', '.join(wanted[:2])} on a batch of {stop - start} "
-                                         f"({str(exc).splitlines()[0]}); prune with --recover none") from None
-            for t in keep:
-                v = values[t]
-                if start == 0 and v.ndim and v.shape[0] == stop - start and v.dtype.kind == "f":
-                    self._files += 1                 # a fresh file each time: never truncate a live map
-                    self.stored[t] = np.lib.format.open_memmap(Path(self._dir.name) / f"t{self._files}.npy",
-                                                               mode="w+", dtype=v.dtype, shape=(n,) + v.shape[1:])
-                if t in self.stored and self.stored[t].shape[1:] == v.shape[1:] and v.shape[0] == stop - start:
-                    self.stored[t][start:stop] = v
-            yield {t: (self.stored[t][start:stop] if t in self.stored and t not in values else values[t])
-                   for t in wanted}
+                         for i in session.get_inputs()} if session is not None else {}
+                values = self._run(session, outputs, feeds, wanted, stop - start)
+                out = {t: (self.stored[t][start:stop] if t in self.stored and t not in values else values[t])
+                       for t in wanted}
+                if start == 0:
+                    kept = [t for t in keep if values[t].ndim and values[t].shape[0] == stop - start
+                            and values[t].dtype.kind == "f"]
+                    self._shrink(list(self.stored), [values[t] for t in kept])
+                    for t in kept:
+                        v = values[t]
+                        self.stored[t] = np.empty((self.resident,) + v.shape[1:], v.dtype)
+                for t in kept:
+                    if stop <= self.resident and self.stored[t].shape[1:] == values[t].shape[1:]:
+                        self.stored[t][start:stop] = values[t]
+                yield out
+            else:
+                if tail is None:
+                    tail_nodes, _ = self._closure(model, wanted, {})
+                    tail_outputs = list(dict.fromkeys(wanted))
+                    tail = (self._session(model, tail_nodes, set(), tail_outputs), tail_outputs)
+                tail_session, tail_outputs = tail
+                feeds = {i.name: self.images[start:stop] for i in tail_session.get_inputs()} \
+                    if tail_session is not None else {}
+                values = self._run(tail_session, tail_outputs, feeds, wanted, stop - start)
+                yield {t: values[t] for t in wanted}
+        if not self.resident:
+            self.stored.clear()
+            self.executed = set()
+            return
         self.executed = {i for i in done if not any(o in later and o not in self.stored
                                                     for o in model.graph.node[i].output)}
         for t in [t for t in self.stored if t not in later]:
