@@ -207,7 +207,7 @@ def _solve(layer, eq: NormalEquations, w0, images: int, ridge: float, weak_ridge
 def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, plan, data,
                 images: int | None = None, batch_size: int = 64, positions_per_image: int | None = 64,
                 ridge: float = 1e-3, weak_ridge: float = 0.1, seed: int = 0,
-                provider: str = "cpu", max_memory_mb: int = 1024) -> tuple[onnx.ModelProto, RefitRecord]:
+                provider: str = "cpu", max_memory_mb: float = 1024) -> tuple[onnx.ModelProto, RefitRecord]:
     """Refit the layers of ``pruned`` (the plan's structural rewrite of ``original``; ``analysis``
     is that of ``original``) on calibration ``data``, storing at most ``max_memory_mb`` of
     activations between waves. Returns the refitted copy and its record."""
@@ -223,7 +223,7 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, pl
                          memory_mb=max_memory_mb)
     providers = available_providers(provider)
     log.info(f"reconstruct: {len(layers)} layers in {len(waves)} waves on {len(imgs)} images")
-    cap = max_memory_mb * 2 ** 20 // 2
+    cap = int(max_memory_mb * 2 ** 20) // 2          # half for each model's frontier
     steppers = (Stepper(imgs, batch_size, providers, cap, "pruned"), Stepper(imgs, batch_size, providers, cap, "original"))
     try:
         for wave in progress(waves, total=len(waves), desc="reconstruct", unit="waves", logger=log):

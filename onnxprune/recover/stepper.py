@@ -6,14 +6,17 @@ later step will read (the frontier) are kept in RAM and dropped as soon as every
 so a whole front-to-back refit costs about one forward pass of each model instead of one prefix
 per wave.
 
-Memory is bounded by ``max_bytes``, not by the number of images: the frontier is stored only
-for the first ``resident`` images. ``resident`` starts at all images and only shrinks: at each
-step, once the first batch tells how many bytes per image the frontier holds during the step,
-it becomes at most ``max_bytes`` over that (a multiple of the batch size, possibly 0) and the
-stored arrays are cut to it. The images past ``resident`` store nothing: each step computes
-their wanted tensors from the graph input, running every node they need in the model it is
-given. That is correct because the nodes before a step's tensors are final (only later layers
-get refitted), and it costs a prefix of the model per step for those images: slower, not wrong.
+Memory is bounded by ``max_bytes``, not by the number of images: the frontier is stored, in
+RAM, only for the first ``resident`` images. ``resident`` starts at all images and only shrinks:
+at each step, once the first batch tells how many bytes per image the frontier holds during the
+step (the stored tensors still read plus the new ones), it becomes at most ``max_bytes`` over
+that (a multiple of the batch size, possibly 0) and the stored arrays are cut to it. The images
+past ``resident`` store nothing: for each of their batches every earlier step's sub-graph is run
+again from the graph input (the same nodes with the same weights, in the same sessions once
+built), so their values are bit-identical to a stepper without a cap; it costs a prefix of the
+model per step for those images: slower, not different. Beyond the cap, a capped stepper keeps
+each step's serialized sub-graph (together about one copy of the model's weights) and, once
+images are recomputed, its session.
 
 The pruned model may change between steps (the refitted weights): a step always builds its
 sub-graphs from the model it is given, and the stored frontier only holds tensors whose inputs
@@ -21,6 +24,7 @@ are final (see ``reconstruct``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -39,6 +43,17 @@ def _per_image_bytes(arrays) -> int:
     return sum(a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in arrays)
 
 
+@dataclass
+class _Step:
+    """One step's sub-graph, what it stored and what was stored after it (the frontier names)."""
+    model: bytes | None
+    input_name: str
+    outputs: list[str]
+    kept: list[str]
+    after: set[str]
+    session: object = None
+
+
 class Stepper:
     def __init__(self, images: np.ndarray, batch_size: int, providers: list[str],
                  max_bytes: int | None = None, name: str = "model") -> None:
@@ -48,9 +63,11 @@ class Stepper:
         self.stored: dict[str, np.ndarray] = {}  # tensor -> value of the resident images
         self.executed: set[int] = set()          # node indices run by an earlier step (resident images)
         self._warned = False
+        self._chain: list[_Step] = []             # every step so far, replayed for the images past resident
 
     def close(self) -> None:
         self.stored.clear()
+        self._chain.clear()
 
     def stored_bytes(self) -> int:
         return sum(a.nbytes for a in self.stored.values())
@@ -86,10 +103,6 @@ class Stepper:
         m = onnx.helper.make_model(sub, opset_imports=model.opset_import, ir_version=model.ir_version)
         return m
 
-    def _session(self, model, nodes, used, outputs):
-        return make_session(self._submodel(model, nodes, used, outputs), self.providers, quiet=True) \
-            if outputs else None
-
     def _run(self, session, outputs, feeds, wanted, count) -> dict[str, np.ndarray]:
         if session is None:
             return {}
@@ -99,6 +112,22 @@ class Stepper:
             raise OnnxPruneError(f"reconstruct: onnxruntime cannot run the part of the model up to "
                                  f"{', '.join(wanted[:2])} on a batch of {count} "
                                  f"({str(exc).splitlines()[0]}); prune with --recover none") from None
+
+    def _feeds(self, session, input_name: str, start: int, stop: int, frontier) -> dict[str, np.ndarray]:
+        return {i.name: self.images[start:stop] if i.name == input_name else frontier[i.name]
+                for i in session.get_inputs()} if session is not None else {}
+
+    def _replay(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The frontier of images [start, stop) (not stored): every earlier step's sub-graph again."""
+        frontier: dict[str, np.ndarray] = {}
+        for st in self._chain:
+            if st.session is None and st.outputs:
+                st.session = make_session(st.model, self.providers, quiet=True, arena=False)
+            values = self._run(st.session, st.outputs, self._feeds(st.session, st.input_name, start, stop, frontier),
+                               st.outputs, stop - start)
+            frontier.update((t, values[t]) for t in st.kept)
+            frontier = {t: v for t, v in frontier.items() if t in st.after}
+        return frontier
 
     # --- the memory cap ---------------------------------------------------------------------------
     def _shrink(self, live: list[str], new: list[np.ndarray]) -> None:
@@ -113,11 +142,11 @@ class Stepper:
         n = len(self.images)
         if not self._warned:
             self._warned = True
-            log.info(f"reconstruct: the frontier of the {self.name} model would need "
-                     f"{per_image * n / 2 ** 20:.0f} MB for all {n} images; it is kept for {fits} images "
-                     f"within the cap of {self.max_bytes / 2 ** 20:.0f} MB, the other {n - fits} are "
-                     f"recomputed from the input at each wave (slower, same result); raise the cap with "
-                     f"--recover-memory MB")
+            log.info(f"reconstruct: the activations kept between waves for the {self.name} model would "
+                     f"need {per_image * n / 2 ** 20:.4g} MB for all {n} images; within its share of the "
+                     f"memory cap ({self.max_bytes / 2 ** 20:.4g} MB) they are kept for {fits} images and "
+                     f"recomputed from the input at each wave for the other {n - fits} (slower, same "
+                     f"result); raise the cap with --recover-memory MB")
         self.resident = fits
         for t in list(self.stored):                  # copies: a view would keep the whole array alive
             self.stored[t] = self.stored[t][:fits].copy()
@@ -135,43 +164,31 @@ class Stepper:
         produced = [o for i in nodes for o in model.graph.node[i].output if o]
         keep = [t for t in produced if t in later and t not in self.stored]
         outputs = list(dict.fromkeys([t for t in wanted if t not in self.stored] + keep))
-        session = self._session(model, nodes, used, outputs) if self.resident else None
-        tail = None                                  # the images past resident: from the input
+        sub = self._submodel(model, nodes, used, outputs).SerializeToString() if outputs else None
+        session = make_session(sub, self.providers, quiet=True, arena=self.max_bytes is None) if outputs else None
         kept: list[str] = []
         for start in range(0, n, self.batch_size):
             stop = min(start + self.batch_size, n)
-            if start < self.resident:
-                feeds = {i.name: (self.images[start:stop] if i.name == input_name else self.stored[i.name][start:stop])
-                         for i in session.get_inputs()} if session is not None else {}
-                values = self._run(session, outputs, feeds, wanted, stop - start)
-                out = {t: (self.stored[t][start:stop] if t in self.stored and t not in values else values[t])
-                       for t in wanted}
-                if start == 0:
-                    kept = [t for t in keep if values[t].ndim and values[t].shape[0] == stop - start
-                            and values[t].dtype.kind == "f"]
-                    self._shrink(list(self.stored), [values[t] for t in kept])
-                    for t in kept:
-                        v = values[t]
-                        self.stored[t] = np.empty((self.resident,) + v.shape[1:], v.dtype)
+            resident = start < self.resident
+            frontier = {t: a[start:stop] for t, a in self.stored.items()} if resident else self._replay(start, stop)
+            values = self._run(session, outputs, self._feeds(session, input_name, start, stop, frontier),
+                               wanted, stop - start)
+            out = {t: values[t] if t in values else frontier[t] for t in wanted}
+            if start == 0:
+                kept = [t for t in keep if values[t].ndim and values[t].shape[0] == stop - start
+                        and values[t].dtype.kind == "f"]
+                self._shrink(list(self.stored), [values[t] for t in kept])
                 for t in kept:
-                    if stop <= self.resident and self.stored[t].shape[1:] == values[t].shape[1:]:
-                        self.stored[t][start:stop] = values[t]
-                yield out
-            else:
-                if tail is None:
-                    tail_nodes, _ = self._closure(model, wanted, {})
-                    tail_outputs = list(dict.fromkeys(wanted))
-                    tail = (self._session(model, tail_nodes, set(), tail_outputs), tail_outputs)
-                tail_session, tail_outputs = tail
-                feeds = {i.name: self.images[start:stop] for i in tail_session.get_inputs()} \
-                    if tail_session is not None else {}
-                values = self._run(tail_session, tail_outputs, feeds, wanted, stop - start)
-                yield {t: values[t] for t in wanted}
-        if not self.resident:
-            self.stored.clear()
-            self.executed = set()
-            return
+                    self.stored[t] = np.empty((self.resident,) + values[t].shape[1:], values[t].dtype)
+            del frontier
+            for t in kept:
+                if stop <= self.resident and self.stored[t].shape[1:] == values[t].shape[1:]:
+                    self.stored[t][start:stop] = values[t]
+            yield out
         self.executed = {i for i in done if not any(o in later and o not in self.stored
                                                     for o in model.graph.node[i].output)}
         for t in [t for t in self.stored if t not in later]:
             del self.stored[t]
+        if self.max_bytes is not None:               # how the images past resident get here again
+            self._chain.append(_Step(sub, input_name, outputs, kept, set(self.stored),
+                                     session if self.resident < n else None))

@@ -2,6 +2,8 @@
 recomputed from the input, with the same batches, weights and errors as without a cap."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from onnx import numpy_helper
@@ -9,7 +11,8 @@ from onnx import numpy_helper
 from recover_models import images, pruned, residual_net, resnet
 from onnxprune.errors import BudgetError
 from onnxprune.pipeline import PruneConfig
-from onnxprune.recover import reconstruct
+from onnxprune.recover import check_refit, reconstruct
+from onnxprune.recover.record import RefitRecord, refit_summary
 from onnxprune.recover.stepper import Stepper
 from onnxprune.runtime import available_providers
 
@@ -46,20 +49,38 @@ def test_capped_stepper_yields_the_uncapped_batches(max_bytes):
                 np.testing.assert_array_equal(u[t], v[t], err_msg=t)
 
 
-def test_reconstruct_under_a_tiny_cap_gives_the_same_refit():
+@pytest.mark.parametrize("cap_mb", [1, 1 / 64])     # 1 MB: a few images keep theirs; 16 KiB: none
+def test_reconstruct_under_a_tiny_cap_gives_the_same_refit(cap_mb):
     model = resnet()
     analysis, plan, structural = pruned(model)
     calib = images(48)
     free, free_record = reconstruct(model, structural, analysis, plan, calib, batch_size=8, positions_per_image=None)
     capped, record = reconstruct(model, structural, analysis, plan, calib, batch_size=8, positions_per_image=None,
-                                 max_memory_mb=1 / 64)       # 16 KiB: one batch's frontier does not fit
-    assert free_record.resident_images == 48 and record.resident_images == 0
-    assert record.memory_mb == 1 / 64
+                                 max_memory_mb=cap_mb)
+    assert free_record.resident_images == 48 and record.memory_mb == cap_mb
+    assert (0 < record.resident_images < 48) if cap_mb == 1 else record.resident_images == 0
     assert record.layers and len(record.layers) == len(free_record.layers)
+    # the recomputed images run the very sub-graphs the stored ones ran: bit-identical, no tolerance
     for t, u in zip(free.graph.initializer, capped.graph.initializer):
         np.testing.assert_array_equal(numpy_helper.to_array(t), numpy_helper.to_array(u), err_msg=t.name)
     for a, b in zip(free_record.layers, record.layers):
         assert (a.error_before, a.error_after, a.rows) == (b.error_before, b.error_after, b.rows)
+    plan.refit = record.to_dict()
+    assert check_refit(model, capped, plan).ok
+    assert "recomputed for the others" in refit_summary(plan.refit)
+    old = {k: v for k, v in plan.refit.items() if k not in ("memory_mb", "resident_images")}
+    assert RefitRecord.from_dict(old).resident_images is None      # plans written before the cap still load
+    assert "recomputed" not in refit_summary(old)
+
+
+def test_the_cap_is_logged_once_per_model(caplog):
+    model = resnet()
+    analysis, plan, structural = pruned(model)
+    with caplog.at_level(logging.INFO, logger="onnxprune"):
+        reconstruct(model, structural, analysis, plan, images(32), batch_size=8, max_memory_mb=1 / 64)
+    lines = [r.getMessage() for r in caplog.records if "--recover-memory" in r.getMessage()]
+    assert len(lines) == 2 and "pruned model" in lines[0] and "original model" in lines[1]
+    assert "for all 32 images" in lines[0] and "kept for 0 images" in lines[0]
 
 
 @pytest.mark.parametrize("bad", [0, -5, 1.5, True])
