@@ -2,13 +2,16 @@
 recomputed from the input, with the same batches, weights and errors as without a cap."""
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
+import onnx
 import pytest
 from onnx import numpy_helper
 
 from recover_models import images, pruned, residual_net, resnet
+from onnxprune.cli import main as cli_main
 from onnxprune.errors import BudgetError
 from onnxprune.pipeline import PruneConfig
 from onnxprune.recover import check_refit, reconstruct
@@ -87,3 +90,19 @@ def test_the_cap_is_logged_once_per_model(caplog):
 def test_recover_memory_must_be_a_positive_integer(bad):
     with pytest.raises(BudgetError, match="--recover-memory"):
         PruneConfig(ratio=0.5, recover_memory_mb=bad).validate()
+
+
+def test_cli_recover_memory_reaches_the_plan_and_bad_values_are_refused(tmp_path, capsys):
+    model_path, data_path, out = tmp_path / "m.onnx", tmp_path / "calib.npy", tmp_path / "small.onnx"
+    onnx.save(resnet(), model_path)
+    np.save(data_path, images(48))
+    args = ["prune", str(model_path), "-o", str(out), "--ratio", "0.5", "--data", str(data_path),
+            "--calib-images", "48"]
+    assert cli_main(args + ["--recover-memory", "1"]) == 0
+    assert "under the 1 MB cap, recomputed for the others" in capsys.readouterr().out
+    refit = json.loads((tmp_path / "small.plan.json").read_text())["refit"]
+    assert refit["memory_mb"] == 1 and refit["resident_images"] < 48
+    assert cli_main(["verify", str(model_path), str(out), "--plan", str(tmp_path / "small.plan.json")]) == 0
+    assert cli_main(args + ["--recover-memory", "0", "-o", str(tmp_path / "other.onnx")]) != 0
+    assert "--recover-memory must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "other.onnx").exists()
