@@ -8,9 +8,10 @@ come from the pruned model with every earlier wave already refitted (errors do n
 its targets from the original model. Both models are stepped forward once over the images
 (:class:`~onnxprune.recover.stepper.Stepper`): a wave runs only the nodes between the previous
 frontier and its own tensors. The frontier is kept in RAM within ``max_memory_mb`` (half per
-model): past it, only the first images keep their frontier and the others are recomputed from
-the input at every wave, so memory stays bounded in the number of images and time grows instead. A layer whose output only feeds a residual Add is fitted to the
-original sum minus the pruned skip input, so it also absorbs the error the skip path carries.
+model): past it, only the first images keep their frontier and for the others it is recomputed
+from the input at every wave (bit-identical values), so that memory stays bounded in the number
+of images and the time grows instead. A layer whose output only feeds a residual Add is fitted
+to the original sum minus the pruned skip input, so it also absorbs the error the skip path carries.
 Unfused BatchNorm keeps its statistics, deliberately (no EagleEye-style re-estimation): the
 refit target is the original conv output that the BN normalises, so with the original statistics
 the BN output already matches the unpruned model's as closely as the fit allows; statistics
@@ -21,7 +22,8 @@ so their statistics are still exact. Re-estimation helps when nothing is refitte
 layer's output distribution shifts); that is ``--recover none``, which leaves the weights alone.
 A bias-free conv followed by BatchNorm gets its fitted bias folded into the BN running mean.
 The least-squares sums are accumulated batch by batch (:class:`NormalEquations`), so their
-memory does not grow with the number of images either (the images themselves are held in RAM). Weights keep their dtype; the graph is unchanged.
+memory does not grow with the number of images either; the calibration images themselves are
+held in RAM. Weights keep their dtype; the graph is unchanged.
 """
 from __future__ import annotations
 
@@ -224,7 +226,8 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, pl
     providers = available_providers(provider)
     log.info(f"reconstruct: {len(layers)} layers in {len(waves)} waves on {len(imgs)} images")
     cap = int(max_memory_mb * 2 ** 20) // 2          # half for each model's frontier
-    steppers = (Stepper(imgs, batch_size, providers, cap, "pruned"), Stepper(imgs, batch_size, providers, cap, "original"))
+    steppers = (Stepper(imgs, batch_size, providers, cap, "pruned"),
+                Stepper(imgs, batch_size, providers, cap, "original"))
     try:
         for wave in progress(waves, total=len(waves), desc="reconstruct", unit="waves", logger=log):
             _refit_wave(wave, current, original, steppers, record, len(imgs), positions_per_image, seed,

@@ -24,6 +24,8 @@ are final (see ``reconstruct``).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -37,6 +39,17 @@ from onnxprune.runtime import make_session, with_dynamic_batch
 __all__ = ["Stepper"]
 
 log = get_logger(__name__)
+
+
+def _return_freed_buffers() -> None:
+    """Make glibc give freed large buffers back to the system. Each of the many replay sessions
+    runs without an onnxruntime arena, but glibc's growing mmap threshold then keeps their freed
+    batch buffers in the heap: measured, 50 sessions of one conv on 64 images at 16x32x32 held
+    1.2 GB; with the threshold fixed at 1 MiB, 17 MB. Without glibc this does nothing."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 1 << 20)   # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _per_image_bytes(arrays) -> int:
@@ -148,6 +161,7 @@ class Stepper:
                      f"recomputed from the input at each wave for the other {n - fits} (slower, same "
                      f"result); raise the cap with --recover-memory MB")
         self.resident = fits
+        _return_freed_buffers()
         for t in list(self.stored):                  # copies: a view would keep the whole array alive
             self.stored[t] = self.stored[t][:fits].copy()
 
