@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -41,6 +42,7 @@ __all__ = ["Stepper"]
 log = get_logger(__name__)
 
 
+@functools.cache
 def _return_freed_buffers() -> None:
     """Make glibc give freed large buffers back to the system. Each of the many replay sessions
     runs without an onnxruntime arena, but glibc's growing mmap threshold then keeps their freed
