@@ -12,7 +12,11 @@ Models: the pretrained CIFAR-10 ResNet-56 (JPEG train images at 32x32) and ResNe
 stand in for images).
 
     python benchmarks/bench_reconstruct_cost.py [--models resnet56,resnet50]
-        [--resnet56-images 256,512,1024] [--resnet50-images 128,256,512]
+        [--resnet56-images 256,512,1024] [--resnet50-images 128,256,512] [--memory 1024,64]
+
+``--memory`` lists the caps (MB, ``reconstruct(max_memory_mb=...)``, ``--recover-memory``) on the
+activations kept between waves: each image count runs once per cap; past the cap the other
+images are recomputed, so a small cap trades time for memory.
 
 Writes {out}/reconstruct_cost.{md,json} (default benchmarks/results).
 """
@@ -54,8 +58,9 @@ def _model(name: str, folder: Path) -> Path:
     return path
 
 
-def one(model_path: str, name: str, n: int, reduction: float) -> dict:
-    """In this process: prune data-free, refit on ``n`` images; the cost of the refit alone."""
+def one(model_path: str, name: str, n: int, reduction: float, memory_mb: int) -> dict:
+    """In this process: prune data-free, refit on ``n`` images under a ``memory_mb`` cap; the cost
+    of the refit alone."""
     from onnxprune.model_io import load_model
     from onnxprune.pipeline import PruneConfig, Pruner
     from onnxprune.recover.reconstruct import reconstruct
@@ -65,8 +70,9 @@ def one(model_path: str, name: str, n: int, reduction: float) -> dict:
     images = _images(name, n)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0, c0 = time.perf_counter(), time.process_time()
-    _, record = reconstruct(model, result.model, pruner.analysis_, result.plan, images)
-    return {"model": name, "images": n, "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+    _, record = reconstruct(model, result.model, pruner.analysis_, result.plan, images, max_memory_mb=memory_mb)
+    return {"model": name, "images": n, "memory_mb": memory_mb, "resident_images": record.resident_images,
+            "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_before_refit_mb": rss_before, "layers": len(record.layers),
             "macs_cut": result.plan.budget["achieved"]["macs_reduction"]}
@@ -79,10 +85,12 @@ def markdown(rows: list[dict], args) -> str:
            "(wall time on a shared machine is inflated; CPU time is the closer estimate of a quiet one). "
            f"Structural prune: uniform-l1, -{100 * args.reduction:.1f} % MACs. Peak RSS includes the images "
            "and both models.", "",
-           "| model | images | layers refitted | wall s | CPU s | peak RSS MB | RSS before the refit MB |",
-           "|---|---|---|---|---|---|---|"]
+           "| model | images | cap MB | images keeping activations | layers refitted | wall s | CPU s | "
+           "peak RSS MB | RSS before the refit MB |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['model']} | {r['images']} | {r['layers']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+        out.append(f"| {r['model']} | {r['images']} | {r.get('memory_mb', '-')} | {r.get('resident_images', '-')} | "
+                   f"{r['layers']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
                    f"{r['peak_rss_mb']:.0f} | {r['rss_before_refit_mb']:.0f} |")
     return "\n".join(out) + "\n"
 
@@ -93,20 +101,24 @@ def main() -> None:
     ap.add_argument("--resnet56-images", default="256,512,1024")
     ap.add_argument("--resnet50-images", default="128,256,512")
     ap.add_argument("--reduction", type=float, default=0.455)
+    ap.add_argument("--memory", default="1024", help="caps in MB on the activations kept between waves")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--one", nargs=3, metavar=("MODEL_PATH", "NAME", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print("RESULT", json.dumps(one(args.one[0], args.one[1], int(args.one[2]), args.reduction)))
+        print("RESULT", json.dumps(one(args.one[0], args.one[1], int(args.one[2]), args.reduction,
+                                       int(args.memory))))
         return
     folder, rows = Path(tempfile.mkdtemp()), []
     for name in args.models.split(","):
         path = _model(name, folder)
-        for n in (int(v) for v in getattr(args, f"{name}_images").split(",")):
+        for n, cap in ((int(v), c) for v in getattr(args, f"{name}_images").split(",")
+                       for c in args.memory.split(",")):
             res = subprocess.run([sys.executable, __file__, "--one", str(path), name, str(n),
-                                  "--reduction", str(args.reduction)], capture_output=True, text=True, cwd=ROOT)
+                                  "--reduction", str(args.reduction), "--memory", cap],
+                                 capture_output=True, text=True, cwd=ROOT)
             if res.returncode:
-                raise SystemExit(f"{name} with {n} images failed:\n{res.stderr[-2000:]}")
+                raise SystemExit(f"{name} with {n} images (cap {cap} MB) failed:\n{res.stderr[-2000:]}")
             rows.append(json.loads(res.stdout.rsplit("RESULT", 1)[1]))
             print(json.dumps(rows[-1]), flush=True)
             args.out.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,7 @@ class PruneConfig:
     rtol: float = 1e-5
     recover: str = "reconstruct"             # reconstruct (when calibration data is given) | none
     recover_images: int | None = None        # calibration images for the refit (None: all given)
+    recover_memory_mb: int = 1024            # refit: cap on the activations stored between waves
     simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
     latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
     latency_shape: str = "macs"              # latency budget met through: macs (a MACs budget searched) | tables
@@ -149,6 +150,9 @@ class PruneConfig:
             raise BudgetError(f"unknown recovery {self.recover!r}: choose reconstruct or none")
         if self.recover_images is not None and self.recover_images < 1:
             raise BudgetError(f"--recover-images must be >= 1, got {self.recover_images}")
+        if isinstance(self.recover_memory_mb, bool) or not isinstance(self.recover_memory_mb, int) \
+                or self.recover_memory_mb < 1:
+            raise BudgetError(f"--recover-memory must be an integer >= 1 (MB), got {self.recover_memory_mb!r}")
         if isinstance(self.latency_rounds, bool) or not isinstance(self.latency_rounds, int) or self.latency_rounds < 0:
             raise BudgetError(f"--latency-rounds must be a non-negative integer, got {self.latency_rounds!r}")
         if self.latency_shape not in ("macs", "tables"):
@@ -327,7 +331,8 @@ class Pruner:
         if refit_images is not None:
             from onnxprune.recover.reconstruct import reconstruct
             with quieted("onnxprune.recover"):
-                pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed)
+                pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed,
+                                        max_memory_mb=self.config.recover_memory_mb)
         return AnyBatchSession(pruned).run(images)
 
     def _candidates(self, problem: AllocationProblem, alloc: str, only: str | None = None) -> list[Candidate]:
@@ -549,7 +554,7 @@ class Pruner:
         if config.latency_reduction is not None:
             requested["latency_reduction"] = config.latency_reduction
         settings = {k: v for k, v in asdict(config).items()
-                    if k not in ("verify", "rtol", "recover", "recover_images")}
+                    if k not in ("verify", "rtol", "recover", "recover_images", "recover_memory_mb")}
         settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
                      "weights": weights}
         plan = Plan.build(

@@ -103,10 +103,12 @@ def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def make_session(model: onnx.ModelProto | bytes | str, providers: list[str] | None = None,
-                 threads: int | None = None, quiet: bool = False):
+                 threads: int | None = None, quiet: bool = False, arena: bool = True):
+    """An onnxruntime session; ``arena=False``: no CPU memory arena (buffers freed after each run)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.log_severity_level = 4 if quiet else 3
+    opts.enable_cpu_mem_arena = arena
     if threads:
         opts.intra_op_num_threads = threads
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model

@@ -124,6 +124,11 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                         "labels, no training; skipped without --data); 'none' keeps the one-shot weights")
     g.add_argument("--recover-images", type=int, metavar="N",
                    help="calibration images used by the refit (default: all --calib-images)")
+    g.add_argument("--recover-memory", type=int, default=1024, metavar="MB", dest="recover_memory_mb",
+                   help="RAM for the activations the refit keeps between its layer waves, for both models "
+                        "together (default 1024). Past it, those activations are kept for the first images "
+                        "only and recomputed from the input for the others at every wave: the refit gets "
+                        "slower, not less accurate (same result); memory then no longer grows with the images")
 
 
 def round_to(value: str | None, target: str, ratio: float | None = None) -> int | str:

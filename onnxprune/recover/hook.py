@@ -17,6 +17,7 @@ def refit_after_rewrite(pruner, original: onnx.ModelProto, pruned: onnx.ModelPro
     provider = getattr(pruner, "provider_used", None)
     model, record = reconstruct(original, pruned, pruner.analysis_, plan, pruner.data_,
                                 images=pruner.config.recover_images, seed=pruner.config.seed,
+                                max_memory_mb=pruner.config.recover_memory_mb,
                                 provider="cuda" if provider == "CUDAExecutionProvider" else "cpu")
     plan.refit = record.to_dict()
     pruner.timings["reconstruct_s"] = time.perf_counter() - t0

@@ -7,8 +7,11 @@ front to back in waves: a wave holds layers whose inputs do not depend on each o
 come from the pruned model with every earlier wave already refitted (errors do not compound) and
 its targets from the original model. Both models are stepped forward once over the images
 (:class:`~onnxprune.recover.stepper.Stepper`): a wave runs only the nodes between the previous
-frontier and its own tensors. A layer whose output only feeds a residual Add is fitted to the
-original sum minus the pruned skip input, so it also absorbs the error the skip path carries.
+frontier and its own tensors. The frontier is kept in RAM within ``max_memory_mb`` (half per
+model): past it, only the first images keep their frontier and for the others it is recomputed
+from the input at every wave (bit-identical values), so that memory stays bounded in the number
+of images and the time grows instead. A layer whose output only feeds a residual Add is fitted
+to the original sum minus the pruned skip input, so it also absorbs the error the skip path carries.
 Unfused BatchNorm keeps its statistics, deliberately (no EagleEye-style re-estimation): the
 refit target is the original conv output that the BN normalises, so with the original statistics
 the BN output already matches the unpruned model's as closely as the fit allows; statistics
@@ -19,7 +22,8 @@ so their statistics are still exact. Re-estimation helps when nothing is refitte
 layer's output distribution shifts); that is ``--recover none``, which leaves the weights alone.
 A bias-free conv followed by BatchNorm gets its fitted bias folded into the BN running mean.
 The least-squares sums are accumulated batch by batch (:class:`NormalEquations`), so their
-memory does not grow with the number of images. Weights keep their dtype; the graph is unchanged.
+memory does not grow with the number of images either; the calibration images themselves are
+held in RAM. Weights keep their dtype; the graph is unchanged.
 """
 from __future__ import annotations
 
@@ -205,9 +209,10 @@ def _solve(layer, eq: NormalEquations, w0, images: int, ridge: float, weak_ridge
 def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, plan, data,
                 images: int | None = None, batch_size: int = 64, positions_per_image: int | None = 64,
                 ridge: float = 1e-3, weak_ridge: float = 0.1, seed: int = 0,
-                provider: str = "cpu") -> tuple[onnx.ModelProto, RefitRecord]:
+                provider: str = "cpu", max_memory_mb: float = 1024) -> tuple[onnx.ModelProto, RefitRecord]:
     """Refit the layers of ``pruned`` (the plan's structural rewrite of ``original``; ``analysis``
-    is that of ``original``) on calibration ``data``. Returns the refitted copy and its record."""
+    is that of ``original``) on calibration ``data``, storing at most ``max_memory_mb`` of
+    activations between waves. Returns the refitted copy and its record."""
     t0 = time.perf_counter()
     imgs = calibration_images(data, images)
     if not np.all(np.isfinite(imgs)):
@@ -216,14 +221,18 @@ def reconstruct(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, pl
     current = onnx.ModelProto()
     current.CopyFrom(pruned)
     waves = refit_waves(current, layers)
-    record = RefitRecord(images=len(imgs), positions_per_image=positions_per_image, ridge=ridge, waves=len(waves))
+    record = RefitRecord(images=len(imgs), positions_per_image=positions_per_image, ridge=ridge, waves=len(waves),
+                         memory_mb=max_memory_mb)
     providers = available_providers(provider)
     log.info(f"reconstruct: {len(layers)} layers in {len(waves)} waves on {len(imgs)} images")
-    steppers = (Stepper(imgs, batch_size, providers), Stepper(imgs, batch_size, providers))
+    cap = int(max_memory_mb * 2 ** 20) // 2          # half for each model's frontier
+    steppers = (Stepper(imgs, batch_size, providers, cap, "pruned"),
+                Stepper(imgs, batch_size, providers, cap, "original"))
     try:
         for wave in progress(waves, total=len(waves), desc="reconstruct", unit="waves", logger=log):
             _refit_wave(wave, current, original, steppers, record, len(imgs), positions_per_image, seed,
                         ridge, weak_ridge)
+        record.resident_images = min(s.resident for s in steppers)
     finally:
         for s in steppers:
             s.close()

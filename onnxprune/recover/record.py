@@ -51,6 +51,8 @@ class RefitRecord:
     ridge: float = 1e-3
     waves: int = 0
     seconds: float = 0.0
+    memory_mb: float | None = None          # the cap on the activations stored between waves
+    resident_images: int | None = None     # images whose activations fit under it (the rest recomputed)
     layers: list[LayerRefit] = field(default_factory=list)
     initializers: dict[str, str] = field(default_factory=dict)    # name -> sha256 of the new value
 
@@ -82,6 +84,9 @@ def refit_summary(refit: dict) -> str:
     before, after = r.mean_errors()
     warned = sum(x.warning is not None for x in r.layers)
     extra = f"; {warned} with too few rows (stronger ridge)" if warned else ""
+    if r.resident_images is not None and r.resident_images < r.images:
+        extra += (f"; activations kept for {r.resident_images} images under the {r.memory_mb:g} MB cap, "
+                  f"recomputed for the others (--recover-memory)")
     return (f"reconstruct: {len(r.layers)} layers refitted on {r.images} images in {r.seconds:.1f} s, "
             f"mean relative error {before:.3f} -> {after:.3f}{extra}")
 
