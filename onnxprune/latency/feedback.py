@@ -25,6 +25,7 @@ log = get_logger(__name__)
 
 TOLERANCE = 0.02        # stop once the measured cut is within this of the request (absolute)
 MAX_INTERNAL = 0.95     # the internal budget never asks for more than this cut
+MAX_STEP = 0.15         # one round moves the internal budget by at most this much
 
 
 @dataclass
@@ -41,8 +42,19 @@ class FeedbackRound:
                 "speedup": None if self.speedup is None else round(self.speedup, 4)}
 
 
+def _bracket(rounds: list[FeedbackRound], requested: float) -> tuple[float, float]:
+    """(largest internal budget measured short of the request, smallest measured beyond it)."""
+    ok = [r for r in rounds if r.measured is not None]
+    short = [r.budget for r in ok if r.measured < requested]
+    beyond = [r.budget for r in ok if r.measured > requested] + [r.budget for r in rounds if r.measured is None]
+    return max(short, default=0.0), min(beyond, default=MAX_INTERNAL)
+
+
 def _next_budget(rounds: list[FeedbackRound], requested: float) -> float:
-    """Secant step through the last two measured rounds (proportional from one round)."""
+    """Secant step through the last two measured rounds (proportional from one round), kept inside
+    the bracket the measurements so far set and at most ``MAX_STEP`` from the last budget: a timing
+    is noisy (a few points of latency cut on a shared CPU), and a secant through two noisy points
+    can jump far; outside the bracket, bisect."""
     ok = [r for r in rounds if r.measured is not None]
     last = ok[-1]
     slope = last.measured / last.budget if last.budget > 0 and last.measured > 0 else 1.0
@@ -51,7 +63,12 @@ def _next_budget(rounds: list[FeedbackRound], requested: float) -> float:
         if secant > 0.05:
             slope = secant
     slope = min(max(slope, 0.1), 10.0)
-    return min(max(last.budget + (requested - last.measured) / slope, 0.0), MAX_INTERNAL)
+    move = min(max((requested - last.measured) / slope, -MAX_STEP), MAX_STEP)
+    step = min(max(last.budget + move, 0.0), MAX_INTERNAL)
+    lo, hi = _bracket(rounds, requested)
+    if lo < hi and not lo < step < hi:
+        step = (lo + hi) / 2
+    return step
 
 
 def meet_measured_latency(requested: float, attempt: Callable[[float], object],

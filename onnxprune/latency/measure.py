@@ -39,7 +39,7 @@ def measure_models(models: list[onnx.ModelProto], engine: Engine, batch: int, ro
 
 
 def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Engine, batch: int,
-                 rounds: int = 5, runs: int = 3) -> dict:
+                 rounds: int = 7, runs: int = 3) -> dict:
     """Seconds per batch of both models (see :func:`measure_models`) and the speed-up original / pruned."""
     a, b = measure_models([original, pruned], engine, batch, rounds, runs)
     return {"original_s": a, "pruned_s": b, "speedup": a / b if b > 0 else float("nan"),

@@ -96,3 +96,14 @@ def test_later_rounds_keep_the_first_rounds_candidate(fake_engine, monkeypatch):
     rounds = pruner.plan().budget["latency"]["feedback"]
     assert len(rounds) >= 2
     assert len(calls) == len(pruner.plan().budget["allocation_choice"]["candidates"]) == 5
+
+
+def test_noisy_rounds_stay_inside_the_bracket():
+    """A secant through two noisy timings would jump far: the step is capped and kept between the
+    largest budget measured short of the request and the smallest measured beyond it."""
+    from onnxprune.latency.feedback import MAX_STEP, FeedbackRound, _next_budget
+    flat = [FeedbackRound(0.40, 0.275), FeedbackRound(0.58, 0.32)]        # secant 0.25: +0.3 wanted
+    assert _next_budget(flat, 0.4) == pytest.approx(0.58 + MAX_STEP)
+    # 0.5 measured beyond the request; the last two short and nearly flat would step past 0.5
+    bracketed = [FeedbackRound(0.50, 0.45), FeedbackRound(0.30, 0.20), FeedbackRound(0.35, 0.21)]
+    assert _next_budget(bracketed, 0.4) == pytest.approx((0.35 + 0.50) / 2)
