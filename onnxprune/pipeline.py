@@ -56,10 +56,11 @@ class PruneConfig:
     fast at ``batch`` (measured, see onnxprune.latency.steps). ``latency_reduction`` is a budget on
     the latency measured on the ``target`` engine at ``batch``, met by up to ``latency_rounds`` timed
     pruned models (onnxprune.latency.feedback). ``latency_shape`` says what shapes the allocation
-    across groups: ``"macs"`` (default) searches the MACs budget whose information-weighted
-    allocation lands on the measured cut; ``"tables"`` puts the per-layer latency tables into the
-    convex program as a latency budget. ``latency_rounds=0`` trusts the tables' prediction alone
-    (always the "tables" shape).
+    across groups: ``"tables"`` (default) puts the per-layer latency tables into the convex program
+    as a latency budget; ``"macs"`` searches the MACs budget whose information-weighted allocation
+    lands on the measured cut (more accurate at equal latency, but on onnxruntime CPU the measured
+    latency is not monotone in the MACs cut, so the search lands less reliably).
+    ``latency_rounds=0`` trusts the tables' prediction alone (always the "tables" shape).
     """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
     params_reduction: float | None = None    # fraction of parameters to remove
@@ -89,7 +90,7 @@ class PruneConfig:
     recover_memory_mb: int = 1024            # refit: cap on the activations stored between waves
     simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
     latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
-    latency_shape: str = "macs"              # latency budget met through: macs (a MACs budget searched) | tables
+    latency_shape: str = "tables"            # latency budget met through: tables (a latency budget) | macs (a MACs budget searched)
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
