@@ -42,7 +42,7 @@ def test_first_budget_out_of_reach_raises():
 
 @pytest.mark.parametrize("shape", ["macs", "tables"])
 def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch, shape):  # noqa: F811
-    """The engine's real cut is half of what the MACs say: the loop raises the internal budget
+    """The engine's real cut is 0.4 of what the MACs say: the loop raises the internal budget
     (a MACs cut, or a cut of the tables' latency)."""
     from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
@@ -50,7 +50,7 @@ def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch, shape):  # no
 
     def fake_pair(original, pruned, engine, batch, **kw):
         full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
-        pruned_s = 1.0 - 0.5 * (1 - small / full)
+        pruned_s = 1.0 - 0.4 * (1 - small / full)
         return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s}
     monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
     pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False, latency_shape=shape)).fit(small_resnet())
@@ -61,7 +61,7 @@ def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch, shape):  # no
     assert abs(best["measured_reduction"] - 0.2) <= TOLERANCE + 0.02     # channel granularity
     assert rounds[0]["budget"] == 0.2 and len(rounds) >= 2
     macs_cut = 1 - pruner.cost_.macs(pruner.kept_) / pruner.full_["macs"]
-    assert macs_cut == pytest.approx(2 * best["measured_reduction"], abs=2e-4)   # the record keeps 4 digits
+    assert macs_cut == pytest.approx(2.5 * best["measured_reduction"], abs=3e-4)   # the record keeps 4 digits
     assert any("measured" in n and ("MACs" if shape == "macs" else "table latency") in n for n in pruner.notes)
 
 
@@ -87,7 +87,7 @@ def test_later_rounds_keep_the_first_rounds_candidate(fake_engine, monkeypatch):
 
     def fake_pair(original, pruned, engine, batch, **kw):
         full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
-        pruned_s = 1.0 - 0.5 * (1 - small / full)
+        pruned_s = 1.0 - 0.4 * (1 - small / full)
         return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s}
     monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
     data = np.random.default_rng(0).standard_normal((24, 3, 16, 16)).astype(np.float32)
