@@ -25,8 +25,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onnxprune.latency.model import LatencyModel
+from onnxprune.log import get_logger
 
 __all__ = ["StepChoice", "channel_steps", "network_steps", "staircase_step"]
+
+log = get_logger(__name__)
 
 MIN_GRID_POINTS = 2      # a step m needs C >= 2m: at least one cut on the grid
 STAIRCASE_TOL = 0.02     # an in-between count must be this much faster than the full width to count
@@ -132,7 +135,13 @@ def network_steps(model, lm: LatencyModel, table_steps: dict[int, StepChoice], m
     for like in like_groups(lm, [by_id[g] for g in table_steps if g in by_id]):
         def model_at(n, like=like):
             return model if n == like[0].channels else counts_model(lm.analysis, {g.id: n for g in like})
-        step, why = _network_step(lm, like, model_at, measure, table_steps[like[0].id])
+        try:
+            step, why = _network_step(lm, like, model_at, measure, table_steps[like[0].id])
+        except Exception as exc:  # noqa: BLE001 - a check that cannot run leaves the tables' reading
+            step, why = table_steps[like[0].id].step, (table_steps[like[0].id].reason + "; not checked in the "
+                                                       f"network ({str(exc).splitlines()[0][:120]})")
+            log.info("channel steps: %d like group(s) of %d channels not checked in the network: %s",
+                     len(like), like[0].channels, str(exc).splitlines()[0][:200])
         for g in like:
             out[g.id] = StepChoice(g.id, g.channels, step, why)
     return out

@@ -196,3 +196,15 @@ def test_network_check_overrides_the_tables_where_it_can_measure(tmp_path, monke
     kept = network_steps(model, lm, table, measure=timed([1.0, 1.0, 0.5]))
     assert not calls and {g: c.step for g, c in kept.items()} == {g: c.step for g, c in table.items()}
     assert all(isinstance(c, StepChoice) for c in kept.values())
+
+
+def test_network_check_that_cannot_run_keeps_the_tables(tmp_path, monkeypatch):
+    from onnxprune.latency.steps import channel_steps, network_steps
+    model, lm = _table_model(tmp_path, monkeypatch)
+    table = channel_steps(lm)
+
+    def broken(models):
+        raise RuntimeError("engine refused the model")
+    kept = network_steps(model, lm, table, measure=broken)
+    assert {g: c.step for g, c in kept.items()} == {g: c.step for g, c in table.items()}
+    assert any("not checked in the network (engine refused" in c.reason for c in kept.values())
