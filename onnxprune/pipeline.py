@@ -60,6 +60,10 @@ class PruneConfig:
     as a latency budget; ``"macs"`` searches the MACs budget whose information-weighted allocation
     lands on the measured cut (more accurate at equal latency, but on onnxruntime CPU the measured
     latency is not monotone in the MACs cut, so the search lands less reliably).
+    ``channel_choice`` says which channels of a group go once its count is set: ``"criterion"`` (the
+    criterion's top scores) or ``"reconstruction"`` (greedy elimination on the least squares of the
+    layers that read the group, onnxprune.scoring.reconstruction); None: reconstruction when the
+    prune refits (``recover="reconstruct"`` with data), since the refit then makes up for what goes.
     ``latency_rounds=0`` trusts the tables' prediction alone (always the "tables" shape).
     """
     flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
@@ -88,6 +92,7 @@ class PruneConfig:
     recover: str = "reconstruct"             # reconstruct (when calibration data is given) | none
     recover_images: int | None = None        # calibration images for the refit (None: all given)
     recover_memory_mb: int = 1024            # refit: cap on the activations stored between waves
+    channel_choice: str | None = None        # reconstruction | criterion (None: reconstruction when refitted)
     simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
     latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
     latency_shape: str = "tables"            # latency budget met through: tables (a latency budget) | macs (a MACs budget searched)
@@ -149,6 +154,8 @@ class PruneConfig:
             raise BudgetError(f"{alloc} allocation needs --weights concentration or nhsic")
         if self.recover not in ("reconstruct", "none"):
             raise BudgetError(f"unknown recovery {self.recover!r}: choose reconstruct or none")
+        if self.channel_choice not in (None, "reconstruction", "criterion"):
+            raise BudgetError(f"unknown channel choice {self.channel_choice!r}: choose reconstruction or criterion")
         if self.recover_images is not None and self.recover_images < 1:
             raise BudgetError(f"--recover-images must be >= 1, got {self.recover_images}")
         if isinstance(self.recover_memory_mb, bool) or not isinstance(self.recover_memory_mb, int) \
@@ -296,6 +303,33 @@ class Pruner:
                                             self.config.seed)
         return scores
 
+    def _choice_by_reconstruction(self, data) -> bool:
+        """Whether channels are chosen by the consumers' reconstruction error: asked for, or by
+        default when the prune refits (then the choice anticipates the refit). Not with global
+        ranking, which compares scores across groups."""
+        alloc, _, _ = self.config.resolved()
+        choice = self.config.channel_choice
+        if choice is None:
+            choice = "reconstruction" if self.config.recover == "reconstruct" and data is not None \
+                and alloc != "global" else "criterion"
+        if choice == "reconstruction" and (data is None or alloc == "global"):
+            raise BudgetError("--channel-choice reconstruction needs calibration data (--data) and an "
+                              "allocation other than global ranking")
+        self.config = dataclasses.replace(self.config, channel_choice=choice)
+        return choice == "reconstruction"
+
+    def _reconstruction_scores(self, model, data) -> None:
+        """Replace the scores of every group whose consumers can be scored (onnxprune.scoring.
+        reconstruction) by their greedy elimination order, on the refit's images."""
+        from onnxprune.scoring.reconstruction import reconstruction_scores
+        t0 = time.perf_counter()
+        images = _first_images(data, self.config.recover_images or len(data))
+        found = reconstruction_scores(model, self.analysis_, images, provider=self.provider,
+                                      batch_mb=self.calib_batch_mb, seed=self.config.seed)
+        self.scores_.update(found)
+        self.scored_by_reconstruction_ = set(found)
+        self.timings["choice_s"] = time.perf_counter() - t0
+
     def _exact_repair(self, problem: AllocationProblem, counts: dict[int, int]) -> dict[int, int]:
         """The allocator prices expected counts; a group seen only in part by a tensor (e.g. a
         residual width that grows through channel Pad) can land a little off. Repair against the
@@ -439,6 +473,8 @@ class Pruner:
         t0 = time.perf_counter()
         self.scores_ = self._scores()
         self.timings["scoring_s"] = time.perf_counter() - t0
+        if self._choice_by_reconstruction(data):
+            self._reconstruction_scores(model, data)
         t0 = time.perf_counter()
         self.full_ = {"macs": self.cost_.macs(), "params": self.cost_.params()}
         self._allocate_in_steps(data)
@@ -557,7 +593,8 @@ class Pruner:
         settings = {k: v for k, v in asdict(config).items()
                     if k not in ("verify", "rtol", "recover", "recover_images", "recover_memory_mb")}
         settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
-                     "weights": weights}
+                     "weights": weights,
+                     "scored_by_reconstruction": sorted(getattr(self, "scored_by_reconstruction_", ()))}
         plan = Plan.build(
             self.analysis_, self.kept_, settings=settings,
             budget={"requested": requested,

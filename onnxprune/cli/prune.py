@@ -98,6 +98,13 @@ def _method_arguments(p: argparse.ArgumentParser) -> None:
                    help="channel score inside a group (default: from --method, else l1). shapley: "
                         "closed-form Shapley values of the next layer's reconstruction game; "
                         "shapley-mc: Monte-Carlo Shapley values of the network's output KL (slow)")
+    g.add_argument("--channel-choice", choices=["reconstruction", "criterion"],
+                   help="which channels of a group go once its count is set. reconstruction: greedy "
+                        "elimination on the least squares of the layers that read the group (the channels "
+                        "whose loss the refit can best make up go first; ThiNet / He et al. 2017), on the "
+                        "refit's calibration images; groups read by a grouped or transposed conv keep the "
+                        "criterion. criterion: the --criterion scores. Default: reconstruction when the "
+                        "prune refits (--recover reconstruct with --data), else criterion")
     g.add_argument("--weights", choices=["concentration", "nhsic"],
                    help="layer weights for convex/linear allocation (default: from --method)")
     g.add_argument("--min-keep", type=float, default=0.1, metavar="X",

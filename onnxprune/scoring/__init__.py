@@ -1,4 +1,5 @@
-"""Stage 3b: channel scores (L1, L2, FPGM, HRank, Shapley) and the choice of kept channels."""
+"""Stage 3b: channel scores (L1, L2, FPGM, HRank, Shapley, reconstruction error) and the choice of
+kept channels."""
 from onnxprune.scoring.selection import group_scores, select_all, select_kept
 
 __all__ = ["group_scores", "select_all", "select_kept"]

@@ -1,0 +1,251 @@
+"""Channels chosen by reconstruction error: the order in which greedy backward elimination on the
+consumers' least squares removes a group's channels (ThiNet; He et al. 2017 "Channel Pruning").
+
+Every layer that reads the group (Conv with group=1, Gemm, MatMul: the consumer edges of the
+analysis) is a least-squares problem on the *original* model's calibration activations: its
+output ``Y`` from its input rows ``X`` (im2col for a conv, a bias column included), with the
+ridge of the refit. Removing a channel drops its rows of the solution; with ``P = (XᵀX + λI)⁻¹``
+and the solution ``W = P XᵀY``, the squared error then grows by ``tr(W_cᵀ P_cc⁻¹ W_c)`` when the
+remaining weights are refitted (the refit that follows the rewrite). Per step the channels whose
+removal costs least (summed over the consumers, each relative to its ``‖Y‖²``) go, and ``P`` and
+``W`` are downdated. A channel's score is its position in that order (higher = kept longer), so
+the top-k of the scores is the greedy choice for every k.
+
+Groups with another kind of consumer (a grouped or transposed conv), or a consumer with more than
+``MAX_FEATURES`` inputs, keep their criterion's scores. Memory: the sums of each consumer
+(``(K+1)²`` float64), consumers processed in passes within ``memory_mb``.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import onnx
+
+from onnxprune.analysis import Analysis
+from onnxprune.analysis.edges import segments_of
+from onnxprune.graph.view import attr
+from onnxprune.log import get_logger
+from onnxprune.recover.im2col import ConvGeometry, conv_rows, conv_targets, sample_positions
+from onnxprune.recover.normal_eq import NormalEquations
+
+__all__ = ["reconstruction_scores", "eligible_groups", "MAX_FEATURES"]
+
+log = get_logger(__name__)
+
+MAX_FEATURES = 4608          # inputs of one consumer (3x3x512): its sums take ~170 MB
+STEPS_PER_HALVING = 32       # channels removed per step: 1 below 64 alive, else alive // 32
+
+
+class _Consumer:
+    """One consumer layer: its node, input/output tensors, inputs per channel and its sums."""
+
+    def __init__(self, analysis: Analysis, node_index: int) -> None:
+        node = analysis.view.nodes[node_index]
+        w = analysis.view.constant(node.input[1])
+        self.index, self.op = node_index, node.op_type
+        self.x, self.y = node.input[0], node.output[0]
+        self.layout = analysis.layouts[self.x]
+        self.geometry = None
+        if self.op == "Conv":
+            pads = attr(node, "pads") or (0,) * (2 * (w.ndim - 2))
+            auto = attr(node, "auto_pad", b"NOTSET")
+            self.geometry = ConvGeometry(kernel=tuple(int(v) for v in w.shape[2:]),
+                                         strides=tuple(attr(node, "strides") or (1, 1)),
+                                         dilations=tuple(attr(node, "dilations") or (1, 1)),
+                                         pads=tuple(pads), auto_pad=auto.decode() if isinstance(auto, bytes) else auto)
+            self.width = int(np.prod(w.shape[2:]))        # inputs per input channel
+            self.features, self.outputs = w.shape[1] * self.width, w.shape[0]
+        elif self.op == "Gemm":
+            self.width = self.layout.block
+            self.features = w.shape[1] if attr(node, "transB", 0) else w.shape[0]
+            self.outputs = w.shape[0] if attr(node, "transB", 0) else w.shape[1]
+        else:
+            self.width = self.layout.block
+            self.features, self.outputs = w.shape
+        self.sums: NormalEquations | None = None
+
+    @staticmethod
+    def supported(analysis: Analysis, node_index: int) -> str | None:
+        """Why this consumer cannot be scored (None: it can)."""
+        node = analysis.view.nodes[node_index]
+        w = analysis.view.constant(node.input[1]) if len(node.input) > 1 else None
+        if w is None:
+            return "a weight that is not a constant"
+        if node.op_type == "Conv":
+            if w.ndim != 4 or int(attr(node, "group", 1)) != 1:
+                return "a grouped or non-2-D convolution"
+            features = w.shape[1] * int(np.prod(w.shape[2:]))
+        elif node.op_type in ("Gemm", "MatMul") and w.ndim == 2:
+            features = w.shape[0] if node.op_type == "MatMul" or not attr(node, "transB", 0) else w.shape[1]
+        else:
+            return f"a {node.op_type} consumer"
+        if features > MAX_FEATURES:
+            return f"{features} inputs (more than {MAX_FEATURES})"
+        return None
+
+    @property
+    def nbytes(self) -> int:
+        k = self.features + 1
+        return 8 * k * (k + self.outputs)
+
+    def update(self, x: np.ndarray, y: np.ndarray, per_image: int, rng: np.random.Generator) -> None:
+        if self.op == "Conv":
+            picks = sample_positions(len(y), int(np.prod(y.shape[2:])), per_image, rng)
+            rows, targets = conv_rows(x, self.geometry, picks), conv_targets(y, np.arange(y.shape[1]), 1, picks)
+        else:
+            rows = x.reshape(-1, x.shape[-1])[:, None, :] if self.op == "MatMul" else x.reshape(len(x), 1, -1)
+            targets = y.reshape(-1, y.shape[-1])[:, None, :] if self.op == "MatMul" else y.reshape(len(y), 1, -1)
+        if self.sums is None:
+            self.sums = NormalEquations(1, rows.shape[2], targets.shape[2], bias=True)
+        self.sums.update(rows, targets)
+
+    def positions(self, group: int) -> dict[int, np.ndarray]:
+        """Group channel -> the feature rows it owns in this consumer's problem."""
+        out = {}
+        for s in segments_of(self.layout):
+            if s.group == group:
+                for j in range(s.length):
+                    t = s.offset + j
+                    out[s.group_offset + j] = np.arange(t * self.width, (t + 1) * self.width)
+        return out
+
+
+class _Elimination:
+    """The downdated least-squares state of one consumer during one group's elimination."""
+
+    def __init__(self, sums: NormalEquations, ridge: float, rows: dict[int, np.ndarray]) -> None:
+        a = sums.gram()[0]
+        a = a + ridge * max(float(np.mean(np.diag(a))), 1e-12) * np.eye(len(a))
+        self.p = np.linalg.inv(a)
+        self.w = self.p @ sums.xty[0]
+        self.scale = max(float(sums.yy.sum()), 1e-30)
+        self.alive = np.arange(len(a))              # original feature index of each current row
+        self.rows = rows
+
+    def _current(self, channel: int) -> np.ndarray:
+        return np.searchsorted(self.alive, self.rows[channel])
+
+    def cost(self, channel: int) -> float:
+        """Relative growth of the squared error when ``channel`` is removed (others refitted)."""
+        if channel not in self.rows:
+            return 0.0
+        i = self._current(channel)
+        pcc, wc = self.p[np.ix_(i, i)], self.w[i]
+        try:
+            return float(np.sum(wc * np.linalg.solve(pcc, wc))) / self.scale
+        except np.linalg.LinAlgError:
+            return 0.0
+
+    def remove(self, channels: list[int]) -> None:
+        mine = [c for c in channels if c in self.rows]
+        if not mine:
+            return
+        i = np.concatenate([self._current(c) for c in mine])
+        r = np.setdiff1d(np.arange(len(self.alive)), i)
+        pri = self.p[np.ix_(r, i)]
+        k = pri @ np.linalg.pinv(self.p[np.ix_(i, i)])
+        self.w = self.w[r] - k @ self.w[i]
+        self.p = self.p[np.ix_(r, r)] - k @ pri.T
+        self.alive = self.alive[r]
+        for c in mine:
+            del self.rows[c]
+
+
+def eligible_groups(analysis: Analysis, groups: list[int] | None = None) -> tuple[dict[int, list[int]], dict[int, str]]:
+    """(group -> consumer node indices) for the groups whose every consumer can be scored, and
+    (group -> why not) for the others."""
+    wanted = set(groups) if groups is not None else {g.id for g in analysis.prunable}
+    consumers: dict[int, list[int]] = {g: [] for g in wanted}
+    why: dict[int, str] = {}
+    for e in analysis.edges:
+        lay = analysis.layouts[e.tensor]
+        for g in {s.group for s in lay.segments} & wanted:
+            if e.node not in consumers[g]:
+                consumers[g].append(e.node)
+    for g, nodes in consumers.items():
+        if not nodes:
+            why[g] = "no consumer layer"
+        for n in nodes:
+            reason = _Consumer.supported(analysis, n)
+            if reason:
+                why[g] = f"{analysis.view.label(n)} has {reason}"
+                break
+    return {g: n for g, n in consumers.items() if g not in why}, why
+
+
+def _gather(model: onnx.ModelProto, analysis: Analysis, consumers: list[_Consumer], images: np.ndarray,
+            provider: str, batch_mb: float, per_image: int, seed: int) -> None:
+    from onnxprune.capture.session import CaptureSession, batch_size_for
+    tensors = list(dict.fromkeys(t for c in consumers for t in (c.x, c.y)))
+    session = CaptureSession(model, tensors, provider)
+    bs = batch_size_for(analysis, tensors, batch_mb, cap=64)
+    batches = (images[i:i + bs] for i in range(0, len(images), bs))
+    for start, outs in zip(range(0, len(images), bs), session.stream(batches, total=len(images))):
+        for c in consumers:
+            c.update(outs[c.x], outs[c.y], per_image, np.random.default_rng([seed, start, c.index]))
+
+
+def _order(channels: int, states: list[_Elimination]) -> np.ndarray:
+    """Scores: the step at which each channel was eliminated (the last one left scores highest)."""
+    alive = list(range(channels))
+    score = np.zeros(channels)
+    step = 0
+    while len(alive) > 1:
+        costs = np.array([sum(s.cost(c) for s in states) for c in alive])
+        take = 1 if len(alive) < 2 * STEPS_PER_HALVING else len(alive) // STEPS_PER_HALVING
+        gone = [alive[j] for j in np.lexsort((np.arange(len(alive)), costs))[:min(take, len(alive) - 1)]]
+        for c in gone:
+            score[c] = step + costs[alive.index(c)] / (1.0 + costs.max())   # ties within a step by cost
+        for s in states:
+            s.remove(gone)
+        alive = [c for c in alive if c not in gone]
+        step += 1
+    score[alive[0]] = step + 1.0
+    return score / (step + 1.0)
+
+
+def reconstruction_scores(model: onnx.ModelProto, analysis: Analysis, images: np.ndarray,
+                          groups: list[int] | None = None, provider: str = "auto", memory_mb: float = 512,
+                          batch_mb: float = 256, per_image: int = 64, ridge: float = 1e-3,
+                          seed: int = 0) -> dict[int, np.ndarray]:
+    """Channel scores (higher = kept longer) of every eligible group among ``groups`` (default:
+    the prunable ones), from the original ``model``'s activations on ``images``."""
+    t0 = time.perf_counter()
+    eligible, why = eligible_groups(analysis, groups)
+    for g, reason in sorted(why.items()):
+        log.debug("channel choice: group %d keeps its criterion's scores (%s)", g, reason)
+    if why:
+        g, reason = min(why.items())
+        log.info("channel choice: %d group(s) keep their criterion's scores (e.g. group %d: %s)", len(why), g, reason)
+    if not eligible:
+        return {}
+    by_id = {g.id: g for g in analysis.groups}
+    passes, current, used = [], {}, 0          # groups whose consumers' sums fit in memory_mb together
+    for g, ns in sorted(eligible.items()):
+        extra = {n: _Consumer(analysis, n) for n in ns if n not in current}
+        size = sum(c.nbytes for c in extra.values())
+        if current and used + size > memory_mb * 2 ** 20:
+            passes.append(current)
+            current, used = {}, 0
+            extra = {n: _Consumer(analysis, n) for n in ns}
+            size = sum(c.nbytes for c in extra.values())
+        current.update(extra)
+        used += size
+    passes.append(current)
+    out, layers = {}, 0
+    for k, consumers in enumerate(passes):
+        if len(passes) > 1:
+            log.info("channel choice: pass %d of %d over the images (%d layers)", k + 1, len(passes), len(consumers))
+        _gather(model, analysis, list(consumers.values()), images, provider, batch_mb, per_image, seed)
+        layers += len(consumers)
+        for g, ns in sorted(eligible.items()):
+            if g not in out and all(n in consumers for n in ns):
+                states = [_Elimination(consumers[n].sums, ridge, consumers[n].positions(g)) for n in ns]
+                out[g] = _order(by_id[g].channels, states)
+        for c in consumers.values():
+            c.sums = None                      # the next pass's sums take their place
+    log.info("channel choice: %d groups by reconstruction error (%d layers, %d images) in %.1f s",
+             len(out), layers, len(images), time.perf_counter() - t0)
+    return out
