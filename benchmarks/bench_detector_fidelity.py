@@ -23,7 +23,6 @@ Writes {out}/detector_fidelity.{md,json} (default benchmarks/results).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+from results_io import save_rows  # noqa: E402  (benchmarks/ is the script folder)
 ASSETS = Path(os.environ.get("ONNXPRUNE_ASSETS", ROOT.parent / "shared" / "assets"))
 MODELS = ["face-detector-version-slim-320.onnx", "face-detector-version-RFB-320.onnx"]
 PRE_ARGS = ["--size", "240x320", "--no-scale", "--mean", "127,127,127", "--std", "128,128,128"]
@@ -126,10 +126,7 @@ def main() -> None:
                 rows.append({"model": name.replace("face-detector-version-", "").replace(".onnx", ""),
                              "budget": budget, "recover": recover, "prune_s": secs,
                              **fidelity(ref, run_outputs(out, test), args.top)})
-                print(json.dumps(rows[-1]), flush=True)
-                args.out.mkdir(parents=True, exist_ok=True)
-                (args.out / "detector_fidelity.json").write_text(json.dumps(rows, indent=1) + "\n")
-                (args.out / "detector_fidelity.md").write_text(markdown(rows, args))
+                save_rows(args.out, "detector_fidelity", rows, markdown(rows, args))
     print(markdown(rows, args))
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
+from results_io import save_rows  # noqa: E402
 
 
 def _images(name: str, n: int):
@@ -120,10 +121,7 @@ def main() -> None:
             if res.returncode:
                 raise SystemExit(f"{name} with {n} images (cap {cap} MB) failed:\n{res.stderr[-2000:]}")
             rows.append(json.loads(res.stdout.rsplit("RESULT", 1)[1]))
-            print(json.dumps(rows[-1]), flush=True)
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "reconstruct_cost.json").write_text(json.dumps(rows, indent=1) + "\n")
-            (args.out / "reconstruct_cost.md").write_text(markdown(rows, args))
+            save_rows(args.out, "reconstruct_cost", rows, markdown(rows, args))
     print(markdown(rows, args))
 
 

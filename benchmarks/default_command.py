@@ -28,6 +28,7 @@ from b1_common import ASSETS, pretrained_resnet56, test_sets, top1_both  # noqa:
 VARIANTS = {            # name -> extra prune options
     "default": [],
     "exact counts (--round-to 1)": ["--round-to", "1"],
+    "channels by criterion (--channel-choice criterion)": ["--channel-choice", "criterion"],
     "no refit (--recover none)": ["--recover", "none"],
     "exact counts, no refit": ["--round-to", "1", "--recover", "none"],
 }

@@ -320,10 +320,10 @@ class Pruner:
 
     def _reconstruction_scores(self, model, data) -> None:
         """Replace the scores of every group whose consumers can be scored (onnxprune.scoring.
-        reconstruction) by their greedy elimination order, on the refit's images."""
-        from onnxprune.scoring.reconstruction import reconstruction_scores
+        reconstruction) by their greedy elimination order, on the refit's first images."""
+        from onnxprune.scoring.reconstruction import CHOICE_IMAGES, reconstruction_scores
         t0 = time.perf_counter()
-        images = _first_images(data, self.config.recover_images or len(data))
+        images = _first_images(data, min(self.config.recover_images or len(data), CHOICE_IMAGES))
         found = reconstruction_scores(model, self.analysis_, images, provider=self.provider,
                                       batch_mb=self.calib_batch_mb, seed=self.config.seed)
         self.scores_.update(found)

@@ -41,11 +41,12 @@ def test_elimination_cost_is_the_refitted_error_growth():
     for c in (0, 3):
         kept = np.setdiff1d(np.arange(12), rows[c])
         grown = _refit_error(x32, y32, kept, ridge) - full
-        assert state.cost(c) * state.scale == pytest.approx(grown, rel=1e-6)
+        assert state.costs([c])[0] * state.scale == pytest.approx(grown, rel=1e-6)
     state.remove([3])                                              # downdated, then again
     kept = np.setdiff1d(np.arange(12), np.concatenate([rows[3], rows[5]]))
     grown = _refit_error(x32, y32, kept, ridge) - _refit_error(x32, y32, np.setdiff1d(np.arange(12), rows[3]), ridge)
-    assert state.cost(5) * state.scale == pytest.approx(grown, rel=1e-6)
+    assert state.costs([5, 3])[0] * state.scale == pytest.approx(grown, rel=1e-6)
+    assert state.costs([3]) == 0.0                                     # gone: nothing read
 
 
 def _duplicate_channel_net():
