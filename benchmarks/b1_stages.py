@@ -167,7 +167,10 @@ def main() -> None:
     deadline = None
     if args.deadline:
         h, m = map(int, args.deadline.split(":"))
-        deadline = dt.datetime.now(dt.timezone.utc).replace(hour=h, minute=m, second=0, microsecond=0)
+        now = dt.datetime.now(dt.timezone.utc)
+        deadline = now.replace(hour=h, minute=m, second=0, microsecond=0)
+        if deadline <= now:                  # a time of day already past means tomorrow's
+            deadline += dt.timedelta(days=1)
     metrics_cache: dict = {}
     longest: dict[bool, float] = {}          # ours? -> longest cell so far (the deadline estimate)
     todo = [(float(b), meth) for b in args.budgets.split(",") for meth in args.methods.split(",")]
