@@ -136,6 +136,9 @@ def main() -> None:
     ap.add_argument("--ft-lr", type=float, default=0.001)
     ap.add_argument("--deadline", default=None, help="HH:MM UTC: start no cell expected to end after it")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the cells of an existing {out}/b1_stages.json and run only the budget/method "
+                         "pairs it lacks (a run cut short by --deadline continues)")
     args = ap.parse_args()
 
     from b1_common import jpeg_train, macs_params, pretrained_resnet56, test_sets, top1_both
@@ -174,6 +177,12 @@ def main() -> None:
     metrics_cache: dict = {}
     longest: dict[bool, float] = {}          # ours? -> longest cell so far (the deadline estimate)
     todo = [(float(b), meth) for b in args.budgets.split(",") for meth in args.methods.split(",")]
+    if args.append and (args.out / "b1_stages.json").exists():
+        earlier = json.loads((args.out / "b1_stages.json").read_text())
+        result["cells"] = earlier["cells"]
+        done = {(c["budget"], c["method"]) for c in earlier["cells"]}
+        todo = [t for t in todo if t not in done]
+        print(f"--append: {len(done)} earlier cell(s) kept, {len(todo)} to run", flush=True)
     for i, (budget, method) in enumerate(todo):
         guess = longest.get(method in OURS, max(longest.values(), default=0.0))
         if deadline and dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.1 * guess) > deadline:
@@ -227,7 +236,8 @@ def write(out: Path, result: dict) -> None:
           "* Stage 1 *one-shot*: `PruneConfig(flops_reduction=B, method=M, recover=\"none\")`; peers: onnxsim's "
           "uniform sparsity bisected until its MACs cut meets B (`b1_common.onnxsim_matched`).",
           "* Stage 2 *+ reconstruct*: ours: the same prune with the default `recover=\"reconstruct\"` (a separate "
-          "prune from the original, metrics reused from stage 1, so its allocation may differ from stage 1's); "
+          "prune from the original, metrics reused from stage 1, so its allocation may differ from stage 1's, and "
+          "its channels are chosen by reconstruction error, the default when the prune refits); "
           "peers: onnxsim's `apply_pruning_finetune` on the stage-1 model (it refits MatMul/Gemm layers only).",
           f"* Stage 3 *+ label-free distillation*: `onnxprune.finetune` from stage 2, teacher = the original model, "
           f"{s['distill_images']} unlabelled JPEG train images (an images-only .npy: the first {s['distill_images']} "
