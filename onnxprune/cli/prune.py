@@ -102,7 +102,8 @@ def _method_arguments(p: argparse.ArgumentParser) -> None:
                    help="which channels of a group go once its count is set. reconstruction: greedy "
                         "elimination on the least squares of the layers that read the group (the channels "
                         "whose loss the refit can best make up go first; ThiNet / He et al. 2017), on the "
-                        "refit's calibration images; groups read by a grouped or transposed conv keep the "
+                        "refit's calibration images (at most 512, fewer for large layers); groups read by a grouped "
+                        "or transposed conv, or by a layer with more than 2304 inputs, keep the "
                         "criterion. criterion: the --criterion scores. Default: reconstruction when the "
                         "prune refits (--recover reconstruct with --data), else criterion")
     g.add_argument("--weights", choices=["concentration", "nhsic"],

@@ -134,3 +134,13 @@ def test_reconstruction_choice_needs_data():
         prune(small_resnet(), PruneConfig(flops_reduction=0.3, method="uniform-l1", channel_choice="reconstruction"))
     with pytest.raises(BudgetError, match="unknown channel choice"):
         PruneConfig(flops_reduction=0.3, channel_choice="lasso").validate()
+
+
+def test_large_layers_use_fewer_images(monkeypatch, caplog):
+    import onnxprune.scoring.reconstruction as rc
+    model = small_resnet(shape=("N", 3, 16, 16))
+    a = analyze(model)
+    monkeypatch.setattr(rc, "GRAM_WORK", 1.0)
+    with caplog.at_level("INFO", logger="onnxprune"):
+        scores = rc.reconstruction_scores(model, a, _images(80, (3, 16, 16)), provider="cpu")
+    assert scores and "64 of the 80 images" in caplog.text
