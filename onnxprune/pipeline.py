@@ -242,6 +242,7 @@ class Pruner:
         self.metrics_: dict = {}
         self.notes: list[str] = []
         self.choice_: Choice | None = None
+        self.scored_by_reconstruction_: set[int] = set()   # groups whose channels the refit's error chose
         self.latency_ = None
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
@@ -594,7 +595,7 @@ class Pruner:
                     if k not in ("verify", "rtol", "recover", "recover_images", "recover_memory_mb")}
         settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
                      "weights": weights,
-                     "scored_by_reconstruction": sorted(getattr(self, "scored_by_reconstruction_", ()))}
+                     "scored_by_reconstruction": sorted(self.scored_by_reconstruction_)}
         plan = Plan.build(
             self.analysis_, self.kept_, settings=settings,
             budget={"requested": requested,

@@ -13,7 +13,7 @@ from onnxprune.graph.view import attr
 from onnxprune.log import get_logger
 from onnxprune.recover.im2col import ConvGeometry
 
-__all__ = ["RefitLayer", "find_layers", "refit_waves"]
+__all__ = ["RefitLayer", "conv_geometry", "find_layers", "refit_waves"]
 
 log = get_logger(__name__)
 
@@ -42,7 +42,8 @@ class RefitLayer:
         return self.bias is not None or self.bn_mean is not None
 
 
-def _geometry(node: onnx.NodeProto, w: np.ndarray) -> ConvGeometry:
+def conv_geometry(node: onnx.NodeProto, w: np.ndarray) -> ConvGeometry:
+    """The im2col geometry of a 2-D Conv ``node`` with weight ``w``."""
     auto_pad = attr(node, "auto_pad", b"NOTSET")
     return ConvGeometry(kernel=tuple(int(v) for v in w.shape[2:]),
                         strides=tuple(attr(node, "strides") or (1, 1)),
@@ -147,7 +148,7 @@ def find_layers(original: onnx.ModelProto, pruned: onnx.ModelProto, analysis, ke
             continue
         layer = RefitLayer(i, label, node.op_type, node.input[0], node.output[0], wname, bias, None, keep)
         if node.op_type == "Conv":
-            layer.geometry = _geometry(node, w)
+            layer.geometry = conv_geometry(node, w)
             if bias is None:
                 layer.bn_mean = _bn_mean(pruned, i, node.output[0], users, p_inits)
         elif node.op_type == "Gemm":

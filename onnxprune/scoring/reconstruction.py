@@ -19,7 +19,6 @@ keeps 512, ResNet-50 at 224² about 300).
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -29,7 +28,8 @@ from onnxprune.analysis import Analysis
 from onnxprune.analysis.edges import segments_of
 from onnxprune.graph.view import attr
 from onnxprune.log import get_logger
-from onnxprune.recover.im2col import ConvGeometry, conv_rows, conv_targets, sample_positions
+from onnxprune.recover.im2col import conv_rows, conv_targets, sample_positions
+from onnxprune.recover.layers import conv_geometry
 from onnxprune.recover.normal_eq import NormalEquations
 
 __all__ = ["reconstruction_scores", "eligible_groups", "CHOICE_IMAGES", "GRAM_WORK", "MAX_FEATURES"]
@@ -42,6 +42,15 @@ MAX_FEATURES = 2304          # inputs of one consumer (3x3x256): its sums take ~
 STEP_FRACTION = 16           # channels removed per step: 1 while under 64 are left, else 1/16 of them
 
 
+def _sizes(node: onnx.NodeProto, w: np.ndarray) -> tuple[int, int]:
+    """(inputs, outputs) of a Conv (group=1) / Gemm / MatMul's least-squares problem."""
+    if node.op_type == "Conv":
+        return w.shape[1] * int(np.prod(w.shape[2:])), w.shape[0]
+    if node.op_type == "Gemm" and attr(node, "transB", 0):
+        return w.shape[1], w.shape[0]
+    return w.shape[0], w.shape[1]
+
+
 class _Consumer:
     """One consumer layer: its node, input/output tensors, inputs per channel and its sums."""
 
@@ -51,23 +60,10 @@ class _Consumer:
         self.index, self.op = node_index, node.op_type
         self.x, self.y = node.input[0], node.output[0]
         self.layout = analysis.layouts[self.x]
-        self.geometry = None
-        if self.op == "Conv":
-            pads = attr(node, "pads") or (0,) * (2 * (w.ndim - 2))
-            auto = attr(node, "auto_pad", b"NOTSET")
-            self.geometry = ConvGeometry(kernel=tuple(int(v) for v in w.shape[2:]),
-                                         strides=tuple(attr(node, "strides") or (1, 1)),
-                                         dilations=tuple(attr(node, "dilations") or (1, 1)),
-                                         pads=tuple(pads), auto_pad=auto.decode() if isinstance(auto, bytes) else auto)
-            self.width = int(np.prod(w.shape[2:]))        # inputs per input channel
-            self.features, self.outputs = w.shape[1] * self.width, w.shape[0]
-        elif self.op == "Gemm":
-            self.width = self.layout.block
-            self.features = w.shape[1] if attr(node, "transB", 0) else w.shape[0]
-            self.outputs = w.shape[0] if attr(node, "transB", 0) else w.shape[1]
-        else:
-            self.width = self.layout.block
-            self.features, self.outputs = w.shape
+        self.features, self.outputs = _sizes(node, w)
+        self.geometry = conv_geometry(node, w) if self.op == "Conv" else None
+        # inputs per input channel: the kernel's positions for a conv, the layout's block otherwise
+        self.width = int(np.prod(w.shape[2:])) if self.op == "Conv" else self.layout.block
         self.sums: NormalEquations | None = None
 
     @staticmethod
@@ -77,14 +73,11 @@ class _Consumer:
         w = analysis.view.constant(node.input[1]) if len(node.input) > 1 else None
         if w is None:
             return "a weight that is not a constant"
-        if node.op_type == "Conv":
-            if w.ndim != 4 or int(attr(node, "group", 1)) != 1:
-                return "a grouped or non-2-D convolution"
-            features = w.shape[1] * int(np.prod(w.shape[2:]))
-        elif node.op_type in ("Gemm", "MatMul") and w.ndim == 2:
-            features = w.shape[0] if node.op_type == "MatMul" or not attr(node, "transB", 0) else w.shape[1]
-        else:
+        if node.op_type == "Conv" and (w.ndim != 4 or int(attr(node, "group", 1)) != 1):
+            return "a grouped or non-2-D convolution"
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or (node.op_type != "Conv" and w.ndim != 2):
             return f"a {node.op_type} consumer"
+        features = _sizes(node, w)[0]
         if features > MAX_FEATURES:
             return f"{features} inputs (more than {MAX_FEATURES})"
         return None
@@ -232,37 +225,33 @@ def reconstruction_scores(model: onnx.ModelProto, analysis: Analysis, images: np
     if not eligible:
         return {}
     by_id = {g.id: g for g in analysis.groups}
-    nodes = sorted({n for ns in eligible.values() for n in ns})
-    per_image_work = sum(per_image * (_Consumer(analysis, n).features + 1) ** 2 for n in nodes)
+    consumers = {n: _Consumer(analysis, n) for ns in eligible.values() for n in ns}
+    per_image_work = sum(per_image * (c.features + 1) ** 2 for c in consumers.values())
     fit = max(64, int(GRAM_WORK / max(per_image_work, 1)))
     if len(images) > fit:
         log.info("channel choice: %d of the %d images (the sums of %d layers cost %.2g multiply-adds per image)",
-                 fit, len(images), len(nodes), per_image_work)
+                 fit, len(images), len(consumers), per_image_work)
         images = images[:fit]
-    passes, current, used = [], {}, 0          # groups whose consumers' sums fit in memory_mb together
+    passes, current, used = [], set(), 0      # groups whose consumers' sums fit in memory_mb together
     for g, ns in sorted(eligible.items()):
-        extra = {n: _Consumer(analysis, n) for n in ns if n not in current}
-        size = sum(c.nbytes for c in extra.values())
-        if current and used + size > memory_mb * 2 ** 20:
+        new = set(ns) - current
+        if current and used + sum(consumers[n].nbytes for n in new) > memory_mb * 2 ** 20:
             passes.append(current)
-            current, used = {}, 0
-            extra = {n: _Consumer(analysis, n) for n in ns}
-            size = sum(c.nbytes for c in extra.values())
-        current.update(extra)
-        used += size
+            current, used, new = set(), 0, set(ns)
+        current |= new
+        used += sum(consumers[n].nbytes for n in new)
     passes.append(current)
-    out, layers = {}, 0
-    for k, consumers in enumerate(passes):
+    out = {}
+    for k, nodes in enumerate(passes):
         if len(passes) > 1:
-            log.info("channel choice: pass %d of %d over the images (%d layers)", k + 1, len(passes), len(consumers))
-        _gather(model, analysis, list(consumers.values()), images, provider, batch_mb, per_image, seed)
-        layers += len(consumers)
+            log.info("channel choice: pass %d of %d over the images (%d layers)", k + 1, len(passes), len(nodes))
+        _gather(model, analysis, [consumers[n] for n in sorted(nodes)], images, provider, batch_mb, per_image, seed)
         for g, ns in sorted(eligible.items()):
-            if g not in out and all(n in consumers for n in ns):
+            if g not in out and set(ns) <= nodes:
                 states = [_Elimination(consumers[n].sums, ridge, consumers[n].positions(g)) for n in ns]
                 out[g] = _order(by_id[g].channels, states)
-        for c in consumers.values():
-            c.sums = None                      # the next pass's sums take their place
+        for n in nodes:
+            consumers[n].sums = None               # the next pass's sums take their place
     log.info("channel choice: %d groups by reconstruction error (%d layers, %d images) in %.1f s",
-             len(out), layers, len(images), time.perf_counter() - t0)
+             len(out), len(consumers), len(images), time.perf_counter() - t0)
     return out
