@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from onnxprune.analysis import Analysis, ParamSlice, Update, kept_positions
+from onnxprune.analysis.emptiable import emptying_of
 from onnxprune.errors import PlanError
 from onnxprune.graph.edit import ModelEdit, keep_io_declarations
 from onnxprune.graph.view import StoredWeight, attr
@@ -51,6 +52,8 @@ class _Rewriter:
         self.edit = ModelEdit(analysis.view.model, analysis.view)
         self.new_values: dict[tuple[int, int], np.ndarray] = {}
         self._keep_cache: dict[str, np.ndarray] = {}
+        self.emptied = emptying_of(analysis, [g.id for g in plan.groups if g.channels and not g.kept])
+        self.dropped = {i for e in self.emptied.values() for i in e.writers + e.readers}
 
     def keep(self, tensor: str) -> np.ndarray:
         if tensor not in self._keep_cache:
@@ -66,7 +69,7 @@ class _Rewriter:
         for s in self.a.slices:
             by_input[(s.node, s.input_index)].append(s)
         for (node, k), slices in by_input.items():
-            if not any(self.touched(s.tensor) for s in slices):
+            if node in self.dropped or not any(self.touched(s.tensor) for s in slices):
                 continue
             name = self.a.view.nodes[node].input[k]
             stored = self.a.view.stored_weight(name)
@@ -118,7 +121,7 @@ class _Rewriter:
         self.new_values[(idx, k)] = value
 
     def apply_update(self, u: Update) -> None:
-        if not self.touched(u.tensor):
+        if u.node in self.dropped or not self.touched(u.tensor):
             return
         node = self.a.view.nodes[u.node]      # the original node: read its attributes and inputs
         keep = self.keep(u.tensor)
@@ -222,12 +225,34 @@ class _Rewriter:
         """A tensor left with no channel (a producer whose whole span in its group is removed,
         the output of a channel Slice or Split) makes a graph no runtime accepts."""
         for name, lay in self.a.layouts.items():
-            if lay.channels and self.touched(name) and len(self.keep(name)) == 0:
+            if lay.channels and self.touched(name) and len(self.keep(name)) == 0 \
+                    and self.a.view.producer.get(name) not in self.dropped:
                 p = self.a.view.producer.get(name)
                 where = f", the output of {self.a.view.label(p)}," if p is not None else ""
                 groups = sorted({s.group for s in lay.segments if s.group is not None})
                 raise PlanError(f"the plan keeps no channel of tensor '{name}'{where} "
                                 f"(group {', '.join(map(str, groups))}); keep at least one")
+
+    def remove_emptied(self) -> None:
+        """Groups that keep no channel (analysis.emptiable): each convolution reading one becomes
+        its bias, a ``[1, C, 1, …]`` constant its joins broadcast; the nodes writing it go."""
+        v = self.a.view
+        for e in self.emptied.values():
+            for r in e.readers:
+                node = v.nodes[r]
+                out = node.output[0]
+                c_out, rank = v.shape(node.input[1])[0], v.rank(out)
+                bias = v.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(v.dtypes[out])
+                value = np.zeros(c_out, dtype) if bias is None else np.asarray(bias, dtype)
+                if out in self.a.layouts:                   # its output channels may be pruned too
+                    value = value[self.keep(out)]
+                const = self.edit.constant(value.reshape([1, len(value)] + [1] * (rank - 2)), f"{out}_emptied")
+                old = self.edit.nodes[r].outputs[0]
+                for user, k in list(old.uses()):
+                    user.replace_input_with(k, const)
+            for i in sorted(e.readers + e.writers, reverse=True):
+                self.edit.remove_node(self.edit.nodes[i])
 
     def run(self) -> onnx.ModelProto:
         self.check_nonempty()
@@ -235,6 +260,7 @@ class _Rewriter:
         for u in self.a.updates:
             self.apply_update(u)
         self.write_constants()
+        self.remove_emptied()
         self.cleanup()
         return self.edit.to_proto()
 

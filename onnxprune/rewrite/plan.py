@@ -148,9 +148,11 @@ class Plan:
         for gp, g in zip(self.groups, analysis.groups):
             if gp.channels != g.channels:
                 raise PlanError(f"group {g.id}: plan says {gp.channels} channels, model has {g.channels}")
-            k = np.asarray(gp.kept)
+            k = np.asarray(gp.kept, dtype=np.int64)
             if len(k) == 0:
-                raise PlanError(f"group {g.id}: plan keeps no channel")
+                if not g.prunable:
+                    raise PlanError(f"group {g.id} cannot be pruned ({'; '.join(g.skip_reasons)})")
+                continue      # emptied whole: the rewrite checks it may be (analysis.emptiable)
             if np.any(np.diff(k) <= 0) or k.min() < 0 or k.max() >= g.channels:
                 raise PlanError(f"group {g.id}: kept indices must be sorted, unique and in [0, {g.channels})")
             if len(k) < g.channels and not g.prunable:
