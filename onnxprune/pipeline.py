@@ -16,6 +16,7 @@ import onnx
 from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
                                 ratio_counts, repair, resolve_multiples)
 from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
+from onnxprune.allocate.emptied import DISTANCE_TOLERANCE, pick_fastest_within, removal_sizes, without_groups
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
 from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
@@ -96,6 +97,8 @@ class PruneConfig:
     simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
     latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
     latency_shape: str = "tables"            # latency budget met through: tables (a latency budget) | macs (a MACs budget searched)
+    remove_branches: str = "auto"            # auto: with per-group latency steps, judge candidates that empty whole residual branches | off
+    branch_tolerance: float = DISTANCE_TOLERANCE   # branch removal: output distance allowed above the best candidate's (fraction)
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
@@ -163,6 +166,11 @@ class PruneConfig:
             raise BudgetError(f"--recover-memory must be an integer >= 1 (MB), got {self.recover_memory_mb!r}")
         if isinstance(self.latency_rounds, bool) or not isinstance(self.latency_rounds, int) or self.latency_rounds < 0:
             raise BudgetError(f"--latency-rounds must be a non-negative integer, got {self.latency_rounds!r}")
+        if isinstance(self.branch_tolerance, bool) or not isinstance(self.branch_tolerance, (int, float)) \
+                or not 0 <= self.branch_tolerance < 10:
+            raise BudgetError(f"--branch-tolerance must be a number in [0, 10), got {self.branch_tolerance!r}")
+        if self.remove_branches not in ("auto", "off"):
+            raise BudgetError(f"unknown branch removal {self.remove_branches!r}: choose auto or off")
         if self.latency_shape not in ("macs", "tables"):
             raise BudgetError(f"unknown latency shape {self.latency_shape!r}: choose macs or tables")
         if not 0 < self.min_keep <= 1:
@@ -331,18 +339,21 @@ class Pruner:
         self.scored_by_reconstruction_ = set(found)
         self.timings["choice_s"] = time.perf_counter() - t0
 
-    def _exact_repair(self, problem: AllocationProblem, counts: dict[int, int]) -> dict[int, int]:
+    def _exact_repair(self, problem: AllocationProblem, counts: dict[int, int],
+                      emptied: tuple[int, ...] = ()) -> dict[int, int]:
         """The allocator prices expected counts; a group seen only in part by a tensor (e.g. a
         residual width that grows through channel Pad) can land a little off. Repair against the
-        exact cost of the channels the selection keeps."""
+        exact cost of the channels the selection keeps (``emptied`` groups keep none)."""
         def exact(c):
+            c = {**c, **dict.fromkeys(emptied, 0)}
             kept = select_all(self.analysis_, c, self.scores_)
             out = {"macs": self.cost_.macs(kept), "params": self.cost_.params(kept)}
             if any(b.name == "latency" for b in problem.budgets):
                 from onnxprune.latency.hooks import exact_latency
                 out["latency"] = exact_latency(problem, self.latency_, c, kept)
             return out
-        return repair(problem, counts, ExactCosts(problem, exact), fill="smallest-first", trade=True)
+        out = repair(problem, counts, ExactCosts(problem, exact), fill="smallest-first", trade=True)
+        return {**out, **dict.fromkeys(emptied, 0)}
 
     def _candidate_refit_images(self, data, images: np.ndarray) -> np.ndarray | None:
         """The images a candidate is refitted on before it is judged (None without recovery): the
@@ -371,21 +382,83 @@ class Pruner:
                                         max_memory_mb=self.config.recover_memory_mb)
         return AnyBatchSession(pruned).run(images)
 
-    def _candidates(self, problem: AllocationProblem, alloc: str, only: str | None = None) -> list[Candidate]:
+    def _candidates(self, problem: AllocationProblem, alloc: str, only: str | None = None,
+                    emptied: tuple[int, ...] = (), suffix: str = "") -> list[Candidate]:
         """One allocation per weight sharpness t (weights w^t; t = 0 leaves only the cost
         elasticity) and the uniform one, each repaired against the exact cost; ``only``: just the
-        candidate of that name."""
+        candidate of that name; ``emptied``: groups that keep no channel (their terms leave the
+        problem, the budget's remainder goes to the others; ``suffix`` ends the candidates' names)."""
+        full = problem
+        if emptied:
+            problem = without_groups(problem, emptied)
+            check_feasible(problem)
         base = self._weights(problem, raw=True)
         out = []
         for t in self.config.temperatures:
             if only in (None, f"{alloc} t={t:g}"):
-                w = self._scaled(problem, {g: v ** t for g, v in base.items()})
+                w = self._scaled(full, {g: v ** t for g, v in base.items()})
                 result = allocate(problem, alloc, weights=w, x_min=self.config.min_keep)
                 out.append(Candidate(f"{alloc} t={t:g}", dict(result.counts), result.notes))
         if len(self.config.temperatures) > 1 and only in (None, "uniform"):
             result = allocate(problem, "uniform")
             out.append(Candidate("uniform", dict(result.counts), result.notes))
-        return [Candidate(c.name, self._exact_repair(problem, c.counts), c.notes) for c in out]
+        return [Candidate(c.name + suffix, self._exact_repair(problem, c.counts, tuple(emptied)), c.notes)
+                for c in out]
+
+    def _branch_candidates(self, problem: AllocationProblem, alloc: str, best: Candidate,
+                           images: np.ndarray, reference: list[np.ndarray]) -> list[Candidate]:
+        """Candidates that empty the k emptiable groups (analysis.emptiable; each with its upstream
+        groups) of least harm per time saved (harm: output distance of the model with that branch
+        alone removed, one-shot; time: measured, see _branch_time_saved), with ``best``'s recipe
+        for the rest of the budget."""
+        from onnxprune.allocate.candidates import output_distance
+        from onnxprune.analysis.emptiable import Emptying, emptiable_groups
+        members = {g: e.groups for g, e in emptiable_groups(self.analysis_).items()
+                   if isinstance(e, Emptying) and set(e.groups) <= set(problem.channels)}
+        if not members:
+            return []
+        harm = {g: output_distance(reference, self._pruned_outputs(dict.fromkeys(m, 0), images))
+                for g, m in members.items()}
+        saved = self._branch_time_saved(members)
+        order = sorted(members, key=lambda g: (harm[g] / saved[g], g))
+        log.info("branch removal: %d emptiable group(s); least harm per time saved: %s", len(members),
+                 ", ".join(f"{g} ({harm[g]:.4f}, {100 * saved[g]:.1f} %)" for g in order[:8]))
+        recipe = best.name.split(",")[0]
+        out = []
+        for k in removal_sizes(len(order)):
+            gone = tuple(h for g in order[:k] for h in members[g])
+            try:
+                out += self._candidates(problem, alloc, only=recipe, emptied=gone, suffix=f", {k} branch(es) removed")
+            except BudgetError:
+                break
+        return out
+
+    def _branch_time_saved(self, members: Mapping[int, tuple[int, ...]]) -> dict[int, float]:
+        """Share of the model's time one removed branch saves, measured in the network: each class of
+        like groups (same width and layer shapes) is emptied together and timed against the
+        unpruned model, interleaved; the class's saving is split evenly over its groups."""
+        from onnxprune.latency.measure import measure_models
+        from onnxprune.latency.model import counts_model
+        from onnxprune.latency.steps import like_groups
+        by_id = {g.id: g for g in self.analysis_.groups}
+        classes = like_groups(self.latency_, [by_id[g] for g in members])
+        models = [self.model_] + [counts_model(self.analysis_, {h: 0 for g in like for h in members[g.id]})
+                                  for like in classes]
+        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=5, runs=2)
+        out = {}
+        for like, t in zip(classes, times[1:]):
+            share = max(times[0] - t, 0.0) / times[0] / len(like)
+            out.update(dict.fromkeys((g.id for g in like), max(share, 1e-6)))
+        return out
+
+    def _measured_latencies(self, candidates: list[Candidate]) -> dict[str, float]:
+        """Seconds per batch of each candidate's pruned model on the latency engine, interleaved."""
+        from onnxprune.latency.measure import measure_models
+        models = [apply_plan(self.analysis_, Plan.build(self.analysis_, select_all(self.analysis_, dict(c.counts),
+                                                                                      self.scores_)), check=False)
+                  for c in candidates]
+        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=5, runs=2)
+        return {c.name: t for c, t in zip(candidates, times)}
 
     def _select_allocation(self, problem: AllocationProblem, data, alloc: str) -> dict[int, int]:
         """Keep the candidate whose pruned model's outputs stay closest to the unpruned model's on
@@ -398,12 +471,17 @@ class Pruner:
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
         candidates = self._candidates(problem, alloc)
+        branches = self.config.remove_branches == "auto" and bool(self.latency_steps_) \
+            and self.config.latency_reduction is None
         if refit_images is not None and len(candidates) > 1:
             log.info("allocation: judging %d candidates on %d images, each after a quick refit on %d images",
                      len(candidates), len(images), len(refit_images))
-        choice = choose_candidate(candidates, lambda counts: self._pruned_outputs(counts, images, refit_images),
-                                  reference, session.output_names,
-                                  after=None if refit_images is None else f"a refit on {len(refit_images)} images")
+        judge = lambda counts: self._pruned_outputs(counts, images, refit_images)  # noqa: E731
+        after = None if refit_images is None else f"a refit on {len(refit_images)} images"
+        choice = choose_candidate(candidates, judge, reference, session.output_names, after=after)
+        if branches:
+            choice = self._with_branch_candidates(problem, alloc, choice, candidates, judge, images, reference,
+                                                  session.output_names, after)
         self.choice_ = choice
         self.notes.extend(choice.candidate.notes)
         if len(candidates) > 1:
@@ -413,6 +491,35 @@ class Pruner:
             a, d = choice.scores[choice.candidate.name]
             log.info("allocation: %s (agreement %.1f%%, distance %.3f)", choice.candidate.name, 100 * (1 - a), d)
         return choice.candidate.counts
+
+    def _with_branch_candidates(self, problem, alloc, choice: Choice, candidates, judge, images, reference,
+                                output_names, after) -> Choice:
+        """Judge the branch-removal candidates beside the others; time them and the chosen one on the
+        latency engine; keep the fastest within DISTANCE_TOLERANCE of the best output distance."""
+        extra = self._branch_candidates(problem, alloc, choice.candidate, images, reference)
+        if not extra:
+            return choice
+        log.info("branch removal: judging %d candidate(s) %s", len(extra), f"after {after}" if after else "")
+        more = choose_candidate(extra, judge, reference, output_names, after=after)
+        every = list(candidates) + extra
+        scores = {**choice.scores, **more.scores}
+        best = min(every, key=lambda c: scores[c.name]).name
+        timed = [choice.candidate] + extra
+        latency = self._measured_latencies(timed)
+        names = [c.name for c in timed]
+        for c in timed:
+            log.info("  %s: distance %.4f, %.2f ms per batch of %d", c.name, scores[c.name][1],
+                     1e3 * latency[c.name], self.latency_.batch)
+        tol = self.config.branch_tolerance
+        pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, best, tol)
+        self.notes.append(f"branch removal: {pick} chosen, measured {latency[best] / latency[pick]:.2f}x the "
+                          f"speed of the closest candidate ({best}), output distance "
+                          f"{scores[pick][1]:.4f} vs {scores[best][1]:.4f} (tolerance "
+                          f"{100 * tol:.0f} %)")
+        log.info("%s", self.notes[-1])
+        return Choice(next(c for c in every if c.name == pick),
+                      choice.criterion + f"; the measured fastest within {100 * tol:.0f} % "
+                      "of the best distance", scores)
 
     def _scaled(self, problem, w: dict[int, float]) -> dict[int, float]:
         """Σ w_g log x_g counts every group alike; scale each by its cost elasticity
@@ -602,6 +709,7 @@ class Pruner:
                     "achieved": {"macs_reduction": 1 - achieved["macs"] / self.full_["macs"],
                                  "params_reduction": 1 - achieved["params"] / self.full_["params"]},
                     "notes": list(self.notes),
+                    **({"removed_branches": self._removed_branches()} if self._removed_branches() else {}),
                     **({"latency": self._latency_record()} if self.latency_ is not None else {}),
                     **({"allocation_choice": self.choice_.to_dict()} if self.choice_ else {})},
             cost={"unit": "MACs per image; FLOPs = 2 x MACs",
@@ -615,6 +723,14 @@ class Pruner:
                 gp.metrics = {k: v for k, v in m.to_dict().items()
                               if k not in ("channel_rank", "channel_entropy", "shapley", "group")}
         return plan
+
+    def _removed_branches(self) -> list[dict]:
+        """The groups this prune empties whole, with the layers that go."""
+        from onnxprune.analysis.emptiable import emptying_of
+        gone = [g for g, k in self.kept_.items() if len(k) == 0]
+        view = self.analysis_.view
+        return [{"group": g, "removed_layers": [view.label(i) for i in e.writers + e.readers]}
+                for g, e in emptying_of(self.analysis_, gone).items()]
 
     def _latency_record(self) -> dict:
         from onnxprune.latency.hooks import latency_record

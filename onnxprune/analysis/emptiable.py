@@ -18,6 +18,9 @@ Group ``g`` is **emptiable** when
 * every reader's output passes through elementwise ops only, to joins whose other operand has the
   reader output's shape and does not itself come from the reader of another emptiable group.
 
+A group read only by the writers of an emptiable group (the first 1x1 conv of a ResNet-50
+bottleneck, read only by the 3x3 conv) goes with it: its ``upstream``.
+
 :func:`emptiable_groups` returns, per prunable group, ``None`` (emptiable) or the reason it is not.
 """
 from __future__ import annotations
@@ -39,12 +42,18 @@ JOINS = {"Add", "Sum", "Sub", "Mul", "Max", "Min"}
 class Emptying:
     """What emptying one group removes: the nodes that write its tensors (producers and the
     elementwise ops between them, in graph order) and the convolutions that read it (each becomes a
-    constant: its bias as ``[1, C, 1, …]``)."""
+    constant: its bias as ``[1, C, 1, …]``). ``upstream``: groups read only by those writers (a
+    bottleneck's first 1x1 conv), which go with it: their writers are in ``writers`` too."""
 
     group: int
     writers: tuple[int, ...]
     readers: tuple[int, ...]
     joins: tuple[tuple[int, str], ...]     # (join node, operand from another branch)
+    upstream: tuple[int, ...] = ()
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        return (self.group,) + self.upstream
 
 
 def _group_tensors(analysis: Analysis, g: int) -> tuple[set[str], str | None]:
@@ -111,25 +120,63 @@ def _origin(view, tensor: str) -> int | None:
         tensor = view.nodes[p].input[0]
 
 
+def _writers(analysis: Analysis, g: int, tensors: set[str]) -> tuple[set[int], str | None]:
+    """Nodes writing the group's tensors: convolutions and ops mapping the group onto itself."""
+    view, writers = analysis.view, set()
+    for t in tensors:
+        if t in view.graph_outputs or t in view.subgraph_reads:
+            return writers, f"'{t}' is a graph output or read in a subgraph"
+        p = view.producer.get(t)
+        if p is None:
+            return writers, f"'{t}' is a graph input"
+        node = view.nodes[p]
+        if (node.op_type == "Conv" and attr(node, "group", 1) == 1) or _maps_group(view, p, tensors):
+            writers.add(p)
+        else:
+            return writers, f"{view.label(p)} writes it"
+    return writers, None
+
+
+def _upstream(analysis: Analysis, writers: set[int], g: int) -> tuple[list[int], set[int]]:
+    """Groups whose every reader is one of ``writers`` (they die with the branch), transitively,
+    and their own writers."""
+    view, found, extra = analysis.view, [], set()
+    todo = sorted(writers)
+    while todo:
+        w = todo.pop()
+        node = view.nodes[w]
+        if node.op_type != "Conv" or not node.input:
+            continue
+        lay = analysis.layouts.get(node.input[0])
+        groups = {s.group for s in lay.segments} if lay else set()
+        if len(groups) != 1 or None in groups:
+            continue
+        h = groups.pop()
+        if h == g or h in found or any(gr.id == h and gr.skip_reasons for gr in analysis.groups):
+            continue
+        tensors, why = _group_tensors(analysis, h)
+        if why:
+            continue
+        h_writers, why = _writers(analysis, h, tensors)
+        readers = {i for t in tensors for i, _ in view.consumers.get(t, [])}
+        if why or not readers <= writers | extra | h_writers:
+            continue
+        found.append(h)
+        extra |= h_writers
+        todo.extend(sorted(h_writers))
+    return found, extra
+
+
 def _emptying(analysis: Analysis, g: int) -> Emptying | str:
     view = analysis.view
     tensors, why = _group_tensors(analysis, g)
     if why:
         return why
-    writers, readers, joins = set(), set(), []
+    writers, why = _writers(analysis, g, tensors)
+    if why:
+        return why
+    readers, joins = set(), []
     for t in tensors:
-        if t in view.graph_outputs or t in view.subgraph_reads:
-            return f"'{t}' is a graph output or read in a subgraph"
-        p = view.producer.get(t)
-        if p is None:
-            return f"'{t}' is a graph input"
-        node = view.nodes[p]
-        if node.op_type == "Conv" and attr(node, "group", 1) == 1:
-            writers.add(p)
-        elif _maps_group(view, p, tensors):
-            writers.add(p)
-        else:
-            return f"{view.label(p)} writes it"
         for idx, k in view.consumers.get(t, []):
             node = view.nodes[idx]
             if all(o in tensors for o in node.output if o) and _maps_group(view, idx, tensors):
@@ -146,7 +193,8 @@ def _emptying(analysis: Analysis, g: int) -> Emptying | str:
         if why:
             return why
         joins.extend(found)
-    return Emptying(g, tuple(sorted(writers)), tuple(sorted(readers)), tuple(joins))
+    upstream, extra = _upstream(analysis, writers, g)
+    return Emptying(g, tuple(sorted(writers | extra)), tuple(sorted(readers)), tuple(joins), tuple(upstream))
 
 
 def emptiable_groups(analysis: Analysis) -> dict[int, Emptying | str]:
@@ -165,13 +213,14 @@ def emptiable_groups(analysis: Analysis) -> dict[int, Emptying | str]:
 
 
 def emptying_of(analysis: Analysis, groups) -> dict[int, Emptying]:
-    """The :class:`Emptying` of each group in ``groups``; PlanError naming one that cannot be emptied."""
+    """The :class:`Emptying` of each group in ``groups`` that is emptiable itself (a group that only
+    goes with another one of ``groups``, its upstream, needs none); PlanError naming a group that
+    cannot be emptied."""
     from onnxprune.errors import PlanError
     found = emptiable_groups(analysis)
-    out = {}
-    for g in groups:
-        e = found.get(g, "it is not prunable")
-        if not isinstance(e, Emptying):
-            raise PlanError(f"group {g} cannot keep 0 channels: {e}")
-        out[g] = e
+    groups = set(groups)
+    out = {g: found[g] for g in sorted(groups) if isinstance(found.get(g), Emptying)}
+    covered = {h for e in out.values() for h in e.upstream}
+    for g in sorted(groups - set(out) - covered):
+        raise PlanError(f"group {g} cannot keep 0 channels: {found.get(g, 'it is not prunable')}")
     return out

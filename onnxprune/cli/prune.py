@@ -75,6 +75,17 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "the --target engine runs fast, chosen from measured latency tables (16-channel "
                         "groups stay prunable). 1: exact counts, which meet the MACs budget most closely "
                         "but on CPU rarely run faster")
+    g.add_argument("--remove-branches", choices=["auto", "off"], default="auto",
+                   help="auto (default, with the per-group channel steps and calibration data): also judge "
+                        "allocations that remove whole residual branches (a block whose output only joins the "
+                        "residual sum), the least harmful per measured time saved first, spending the rest of the "
+                        "budget on channels; the fastest on --target within --branch-tolerance of the best output "
+                        "distance wins. A branch removed frees all its layers' time, where a channel cut "
+                        "below the engine's block saves little. off: channels only")
+    g.add_argument("--branch-tolerance", type=float, default=0.15, metavar="F",
+                   help="with --remove-branches auto: how much larger (fraction) the chosen allocation's output "
+                        "distance to the unpruned model may be than the closest candidate's (default 0.15; "
+                        "0 keeps the closest, larger trades accuracy for speed)")
     g.add_argument("--target", choices=["cpu", "cuda", "tensorrt"], default="cpu",
                    help="the engine the pruned model will run on (cpu: this machine's onnxruntime CPU)")
     g.add_argument("--batch", type=int, default=1, metavar="B",

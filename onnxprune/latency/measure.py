@@ -25,12 +25,15 @@ def _runner(model: onnx.ModelProto, engine: Engine, batch: int):
 def measure_models(models: list[onnx.ModelProto], engine: Engine, batch: int, rounds: int = 5,
                    runs: int = 3) -> list[float]:
     """Seconds per batch of each model: the median over interleaved rounds of ``runs`` runs each
-    (the order reversed every other round, so drift and load spread over all models alike)."""
+    (the order reversed every other round, so drift and load spread over all models alike). The
+    first run after a switch of model is not timed: on onnxruntime CPU it runs up to 2x slower
+    (its threads wake, its buffers come back into cache), which made medians of 2-3 runs bimodal."""
     fns = [_runner(m, engine, batch) for m in models]
     samples: list[list[float]] = [[] for _ in models]
     order = list(range(len(models)))
     for r in range(rounds):
         for i in (order if r % 2 == 0 else order[::-1]):
+            fns[i]()
             for _ in range(runs):
                 t0 = time.perf_counter()
                 fns[i]()

@@ -60,7 +60,8 @@ class LatencyModel:
                 else geo.cout
             if geo.kind == "dw":
                 cin = cout
-            out.append(self.scale * table.latency(cin, cout))
+            # a layer left with no channel on either side is gone (a branch emptied whole)
+            out.append(0.0 if cin == 0 or cout == 0 else self.scale * table.latency(cin, cout))
         return out
 
     def predict(self, counts: Mapping[int, int] | None = None,

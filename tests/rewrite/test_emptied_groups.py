@@ -72,6 +72,38 @@ def test_residual_branch_is_emptied_to_its_bias():
     assert isinstance(e, Emptying) and len(e.readers) == 1 and len(e.writers) == 2
 
 
+def _bottleneck_model() -> onnx.ModelProto:
+    """x -> stem (8) -> [1x1 a (4) -> relu -> 3x3 b (4) -> relu -> 1x1 c (8)] + stem -> relu -> head."""
+    rng = np.random.default_rng(1)
+    shapes = (("ws", [8, 3, 3, 3]), ("wa", [4, 8, 1, 1]), ("wb", [4, 4, 3, 3]), ("wc", [8, 4, 1, 1]),
+              ("bc", [8]), ("wh", [5, 8, 3, 3]))
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, sh, rng.normal(size=sh).astype(np.float32).ravel())
+             for n, sh in shapes]
+    nodes = [_conv("s", "x", "ws"), helper.make_node("Conv", ["s", "wa"], ["a"], name="a"),
+             helper.make_node("Relu", ["a"], ["ar"]), _conv("b", "ar", "wb"), helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("Conv", ["br", "wc", "bc"], ["c"], name="c"), helper.make_node("Add", ["c", "s"], ["sum"]),
+             helper.make_node("Relu", ["sum"], ["r"]), _conv("h", "r", "wh")]
+    g = helper.make_graph(nodes, "bottleneck", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])],
+                          [helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, 5, 6, 6])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_bottleneck_first_group_goes_with_the_second():
+    """The 1x1 conv's group is read only by the 3x3 conv: it is the upstream of the 3x3 conv's group,
+    not emptiable alone; emptying the second group (with or without the first) removes all three convs."""
+    model = _bottleneck_model()
+    a = analyze(model)
+    first, second = sorted(g.id for g in a.groups if g.channels == 4)
+    found = emptiable_groups(a)
+    assert isinstance(found[first], str)
+    assert isinstance(found[second], Emptying) and found[second].upstream == (first,)
+    for groups in ([second], [first, second]):
+        _, pruned = _check(model, groups)
+        assert [n.op_type for n in pruned.graph.node] == ["Conv", "Add", "Relu", "Conv"]
+    with pytest.raises(PlanError, match=f"group {first} cannot keep 0 channels"):
+        apply_plan(a, _empty(a, [first]))
+
+
 def test_not_emptiable_when_read_by_a_concat():
     model = _block_model(concat=True)
     a = analyze(model)
@@ -105,7 +137,8 @@ def test_residual_stream_is_not_emptiable(exported):
                                               ("senet_small", "legacy", "folded"),
                                               ("resnext_small", "legacy", "folded"),
                                               ("densenet_small", "legacy", "folded"),
-                                              ("yolo_small", "legacy", "folded")])
+                                              ("yolo_small", "legacy", "folded"),
+                                              pytest.param("resnet50", "legacy", "folded", marks=pytest.mark.slow)])
 def test_zoo_emptied_groups_match_the_oracle(exported, name, exporter, bn):
     """Every emptiable group of the zoo model emptied at once (the rest halved where possible)."""
     from onnxprune.model_io import load_model

@@ -1,0 +1,44 @@
+"""Allocations that empty whole groups (residual branches removed) and spend the rest of the budget
+on channels.
+
+On engines whose convolutions run in channel blocks (onnxruntime CPU: NCHWc blocks of 8 or 16), a
+block-internal width cut below a block buys little time, while a branch removed whole frees its
+layers' time and all its MACs. The pipeline ranks the emptiable groups (``analysis.emptiable``) by
+the output distance of the model with that group alone emptied, proposes candidates that empty the
+``k`` least harmful ones and allocate the budget's remainder over the other groups (this module),
+judges them like the other candidates, and keeps the fastest one whose output distance stays
+within a tolerance of the best (:func:`pick_fastest_within`).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
+
+__all__ = ["without_groups", "removal_sizes", "pick_fastest_within", "DISTANCE_TOLERANCE"]
+
+DISTANCE_TOLERANCE = 0.15    # an emptying candidate may cost up to 15 % more output distance than the best
+
+
+def without_groups(problem: AllocationProblem, emptied: Iterable[int]) -> AllocationProblem:
+    """The problem with ``emptied`` groups at 0 channels: their terms vanish, the targets stay."""
+    gone = set(emptied)
+    budgets = tuple(Budget(b.name, Posynomial(tuple(t for t in b.cost.terms if not gone & set(t[1])),
+                                              b.cost.constant), b.target) for b in problem.budgets)
+    keep = {g: c for g, c in problem.channels.items() if g not in gone}
+    return AllocationProblem(keep, budgets, {g: m for g, m in problem.multiple.items() if g in keep},
+                             {g: m for g, m in problem.min_channels.items() if g in keep})
+
+
+def removal_sizes(n_emptiable: int, most: int = 8) -> list[int]:
+    """How many groups the candidates empty: 1, 2, 3, 4, 6, 8 (at most ``most`` and the count)."""
+    return [k for k in (1, 2, 3, 4, 6, 8) if k <= min(n_emptiable, most)]
+
+
+def pick_fastest_within(names: Sequence[str], distance: Mapping[str, float], latency: Mapping[str, float],
+                        best: str, tolerance: float = DISTANCE_TOLERANCE) -> str:
+    """The candidate with the smallest predicted latency whose output distance is at most
+    ``(1 + tolerance)`` times the best candidate's (``best``, chosen by fidelity); ties keep order."""
+    limit = distance[best] * (1.0 + tolerance)
+    ok = [n for n in names if distance[n] <= limit]
+    return min(ok, key=lambda n: (latency[n], names.index(n))) if ok else best

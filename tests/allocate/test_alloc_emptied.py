@@ -1,0 +1,73 @@
+"""Branch removal in the allocation: the problem without emptied groups, the candidate sizes, the
+fastest-within-tolerance pick, and the whole path through the pipeline on a fake engine."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxprune.allocate.emptied import pick_fastest_within, removal_sizes, without_groups
+from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
+from onnxprune.errors import BudgetError
+from tests.latency.test_latency_tables import fake_engine  # noqa: F401 - the fixture
+
+
+def _problem():
+    # a residual width 0 (64 ch) and two branches 1, 2 (16 ch): MACs = 10 + 40 x0 x1 + 40 x1 x0 ...
+    cost = Posynomial(((40.0, (0, 1)), (40.0, (1, 0)), (30.0, (0, 2)), (30.0, (2, 0)), (20.0, (0,))), 10.0)
+    return AllocationProblem({0: 64, 1: 16, 2: 16}, (Budget.from_reduction("macs", cost, 0.4),),
+                             {1: 8}, {2: 2})
+
+
+def test_without_groups_drops_their_terms_and_keeps_the_target():
+    p = _problem()
+    q = without_groups(p, [1])
+    assert q.groups == (0, 2)
+    assert q.budgets[0].target == p.budgets[0].target
+    assert q.budgets[0].cost.full() == pytest.approx(10 + 60 + 20)
+    assert q.multiple == {} and q.min_channels == {2: 2}
+    with pytest.raises(BudgetError):
+        without_groups(p, [0, 1, 2])          # nothing left to prune
+
+
+def test_removal_sizes():
+    assert removal_sizes(0) == []
+    assert removal_sizes(3) == [1, 2, 3]
+    assert removal_sizes(26) == [1, 2, 3, 4, 6, 8]
+    assert removal_sizes(26, most=4) == [1, 2, 3, 4]
+
+
+def test_pick_fastest_within_tolerance():
+    names = ["a", "b", "c", "d"]
+    dist = {"a": 0.20, "b": 0.22, "c": 0.24, "d": 0.30}
+    lat = {"a": 40.0, "b": 36.0, "c": 33.0, "d": 20.0}
+    assert pick_fastest_within(names, dist, lat, "a", 0.0) == "a"
+    assert pick_fastest_within(names, dist, lat, "a", 0.15) == "b"     # c is 20 % above the best
+    assert pick_fastest_within(names, dist, lat, "a", 0.25) == "c"
+    assert pick_fastest_within(names, dist, lat, "a", 1.0) == "d"
+    lat["b"] = lat["a"]
+    assert pick_fastest_within(names, dist, lat, "a", 0.15) == "a"     # ties keep the order
+
+
+def test_pipeline_removes_branches_when_they_are_fastest(fake_engine, assets, exported):
+    """Fake engine (a model's time is the sum of its layers' table times), pretrained ResNet-20 and
+    real images: the candidates that remove residual branches are the fastest; with a wide tolerance
+    one is chosen, the oracle verifies it and the MACs budget holds; --remove-branches off keeps every
+    group. One-shot (no refit) to stay quick."""
+    from onnxprune.model_io import load_model
+    from onnxprune.pipeline import PruneConfig, prune
+    model = load_model(exported("resnet20", "legacy", "folded",
+                                weights=assets / "pretrained" / "cifar10-resnet20-12fca82f.th"))
+    x = np.load(assets / "cifar10-lossless-test-first1017.npz")["x"][:96].astype(np.float32)
+    data = np.ascontiguousarray(((x / 255.0 - 0.45) / 0.25).transpose(0, 3, 1, 2))
+    base = dict(flops_reduction=0.3, round_to="latency", select_images=32, recover="none", temperatures=(0.5, 1.0))
+    wide = prune(model, PruneConfig(branch_tolerance=9.0, **base), data=data)
+    assert wide.report.ok
+    removed = [g.id for g in wide.plan.groups if g.channels and not g.kept]
+    assert removed
+    assert any("branch removal" in n for n in wide.plan.budget["notes"])
+    assert [r["group"] for r in wide.plan.budget["removed_branches"]] == removed
+    assert wide.plan.budget["achieved"]["macs_reduction"] >= 0.3 - 1e-9
+    assert sum(n.op_type == "Conv" for n in wide.model.graph.node) == \
+        sum(n.op_type == "Conv" for n in model.graph.node) - 2 * len(removed)
+    off = prune(model, PruneConfig(remove_branches="off", **base), data=data)
+    assert all(g.kept for g in off.plan.groups)
