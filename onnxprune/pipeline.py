@@ -98,7 +98,8 @@ class PruneConfig:
     latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
     latency_shape: str = "tables"            # latency budget met through: tables (a latency budget) | macs (a MACs budget searched)
     remove_branches: str = "auto"            # auto: with per-group latency steps, judge candidates that empty whole residual branches | off
-    branch_tolerance: float = DISTANCE_TOLERANCE   # branch removal: output distance allowed above the best candidate's (fraction)
+    branch_tolerance: float = DISTANCE_TOLERANCE   # branch removal: output distance allowed above the channels-only choice's (fraction)
+    max_branches: int = 8                    # branch removal: at most this many branches removed
 
     def resolved(self) -> tuple[str, str, str | None]:
         alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
@@ -169,6 +170,8 @@ class PruneConfig:
         if isinstance(self.branch_tolerance, bool) or not isinstance(self.branch_tolerance, (int, float)) \
                 or not 0 <= self.branch_tolerance < 10:
             raise BudgetError(f"--branch-tolerance must be a number in [0, 10), got {self.branch_tolerance!r}")
+        if isinstance(self.max_branches, bool) or not isinstance(self.max_branches, int) or self.max_branches < 1:
+            raise BudgetError(f"--max-branches must be a positive integer, got {self.max_branches!r}")
         if self.remove_branches not in ("auto", "off"):
             raise BudgetError(f"unknown branch removal {self.remove_branches!r}: choose auto or off")
         if self.latency_shape not in ("macs", "tables"):
@@ -425,7 +428,7 @@ class Pruner:
                  ", ".join(f"{g} ({harm[g]:.4f}, {100 * saved[g]:.1f} %)" for g in order[:8]))
         recipe = best.name.split(",")[0]
         out = []
-        for k in removal_sizes(len(order)):
+        for k in removal_sizes(len(order), self.config.max_branches):
             gone = tuple(h for g in order[:k] for h in members[g])
             try:
                 out += self._candidates(problem, alloc, only=recipe, emptied=gone, suffix=f", {k} branch(es) removed")
@@ -494,8 +497,12 @@ class Pruner:
 
     def _with_branch_candidates(self, problem, alloc, choice: Choice, candidates, judge, images, reference,
                                 output_names, after) -> Choice:
-        """Judge the branch-removal candidates beside the others; time them and the chosen one on the
-        latency engine; keep the fastest within DISTANCE_TOLERANCE of the best output distance."""
+        """Judge the branch-removal candidates like the others; time them and the channels-only choice
+        on the latency engine; keep the fastest whose output distance is within the tolerance of
+        that choice's. (The quick refit on a few images favours candidates with fewer kept
+        channels, i.e. without removed branches: on ResNet-56 at -45.5 % MACs the candidate that
+        removed 6 branches judged 0.40 against 0.28 and refitted on all images scored 89.6 % top-1
+        against 88.4 %.)"""
         extra = self._branch_candidates(problem, alloc, choice.candidate, images, reference)
         if not extra:
             return choice
@@ -503,7 +510,7 @@ class Pruner:
         more = choose_candidate(extra, judge, reference, output_names, after=after)
         every = list(candidates) + extra
         scores = {**choice.scores, **more.scores}
-        best = min(every, key=lambda c: scores[c.name]).name
+        base = choice.candidate.name          # the channels-only choice: the reference
         timed = [choice.candidate] + extra
         latency = self._measured_latencies(timed)
         names = [c.name for c in timed]
@@ -511,15 +518,14 @@ class Pruner:
             log.info("  %s: distance %.4f, %.2f ms per batch of %d", c.name, scores[c.name][1],
                      1e3 * latency[c.name], self.latency_.batch)
         tol = self.config.branch_tolerance
-        pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, best, tol)
-        self.notes.append(f"branch removal: {pick} chosen, measured {latency[best] / latency[pick]:.2f}x the "
-                          f"speed of the closest candidate ({best}), output distance "
-                          f"{scores[pick][1]:.4f} vs {scores[best][1]:.4f} (tolerance "
-                          f"{100 * tol:.0f} %)")
+        pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, base, tol)
+        self.notes.append(f"branch removal: {pick} chosen, measured {latency[base] / latency[pick]:.2f}x the "
+                          f"speed of the channels-only choice ({base}), output distance "
+                          f"{scores[pick][1]:.4f} vs {scores[base][1]:.4f} (tolerance {100 * tol:.0f} %)")
         log.info("%s", self.notes[-1])
         return Choice(next(c for c in every if c.name == pick),
-                      choice.criterion + f"; the measured fastest within {100 * tol:.0f} % "
-                      "of the best distance", scores)
+                      choice.criterion + f"; then, with branches removed, the measured fastest within "
+                      f"{100 * tol:.0f} % of that choice's distance", scores)
 
     def _scaled(self, problem, w: dict[int, float]) -> dict[int, float]:
         """Σ w_g log x_g counts every group alike; scale each by its cost elasticity

@@ -7,7 +7,7 @@ layers' time and all its MACs. The pipeline ranks the emptiable groups (``analys
 the output distance of the model with that group alone emptied, proposes candidates that empty the
 ``k`` least harmful ones and allocate the budget's remainder over the other groups (this module),
 judges them like the other candidates, and keeps the fastest one whose output distance stays
-within a tolerance of the best (:func:`pick_fastest_within`).
+within a tolerance of the channels-only choice's (:func:`pick_fastest_within`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 
 __all__ = ["without_groups", "removal_sizes", "pick_fastest_within", "DISTANCE_TOLERANCE"]
 
-DISTANCE_TOLERANCE = 0.15    # an emptying candidate may cost up to 15 % more output distance than the best
+DISTANCE_TOLERANCE = 0.5     # a branch candidate may judge up to 50 % more output distance than the channels-only choice
 
 
 def without_groups(problem: AllocationProblem, emptied: Iterable[int]) -> AllocationProblem:
@@ -31,14 +31,15 @@ def without_groups(problem: AllocationProblem, emptied: Iterable[int]) -> Alloca
 
 
 def removal_sizes(n_emptiable: int, most: int = 8) -> list[int]:
-    """How many groups the candidates empty: 1, 2, 3, 4, 6, 8 (at most ``most`` and the count)."""
-    return [k for k in (1, 2, 3, 4, 6, 8) if k <= min(n_emptiable, most)]
+    """How many groups the candidates empty: 1, 2, 4, 6, 8, 12, 16 (at most ``most`` and the count;
+    each candidate costs a quick refit)."""
+    return [k for k in (1, 2, 4, 6, 8, 12, 16) if k <= min(n_emptiable, most)]
 
 
 def pick_fastest_within(names: Sequence[str], distance: Mapping[str, float], latency: Mapping[str, float],
                         best: str, tolerance: float = DISTANCE_TOLERANCE) -> str:
-    """The candidate with the smallest predicted latency whose output distance is at most
-    ``(1 + tolerance)`` times the best candidate's (``best``, chosen by fidelity); ties keep order."""
+    """The candidate with the smallest latency whose output distance is at most ``(1 + tolerance)``
+    times the reference candidate's (``best``); ties keep order."""
     limit = distance[best] * (1.0 + tolerance)
     ok = [n for n in names if distance[n] <= limit]
     return min(ok, key=lambda n: (latency[n], names.index(n))) if ok else best

@@ -82,10 +82,15 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "budget on channels; the fastest on --target within --branch-tolerance of the best output "
                         "distance wins. A branch removed frees all its layers' time, where a channel cut "
                         "below the engine's block saves little. off: channels only")
-    g.add_argument("--branch-tolerance", type=float, default=0.15, metavar="F",
-                   help="with --remove-branches auto: how much larger (fraction) the chosen allocation's output "
-                        "distance to the unpruned model may be than the closest candidate's (default 0.15; "
-                        "0 keeps the closest, larger trades accuracy for speed)")
+    g.add_argument("--branch-tolerance", type=float, default=0.5, metavar="F",
+                   help="with --remove-branches auto: how much larger (fraction) the output distance of an "
+                        "allocation with branches removed may be than that of the channels-only choice, each "
+                        "judged after the same quick refit (default 0.5: that refit on a few images favours "
+                        "allocations with fewer kept channels; 0 removes a branch only where it judges at least "
+                        "as close)")
+    g.add_argument("--max-branches", type=int, default=8, metavar="K",
+                   help="with --remove-branches auto: the candidates remove 1, 2, 4, 6, 8, 12, 16 branches, at most K "
+                        "(default 8; each candidate costs a quick refit)")
     g.add_argument("--target", choices=["cpu", "cuda", "tensorrt"], default="cpu",
                    help="the engine the pruned model will run on (cpu: this machine's onnxruntime CPU)")
     g.add_argument("--batch", type=int, default=1, metavar="B",

@@ -55,6 +55,13 @@ def analysis_table(analysis: Analysis, cost: CostModel, title: str, verbose: boo
     rows += ["", f"total: {len(analysis.groups)} groups, {len(analysis.prunable)} prunable, {n_skip} skipped; "
                  f"prunable groups touch {100 * min(prunable_share, 1):.1f}% of MACs (a conv between two "
                  "groups counts for both)"]
+    branches = removable_branches(analysis)
+    rows.append(f"removable whole (residual branches): {len(branches)} group(s)" +
+                (": " + ", ".join(f"{g}" + (f" (+{'+'.join(map(str, up))})" if up else "")
+                                  for g, up in branches.items()) if branches else ""))
+    if verbose:
+        for g, why in removable_branches(analysis, reasons=True).items():
+            rows.append(f"{'':>6}group {g} not removable whole: {why}")
     reasons = Counter(re.sub(r" ?(\[[^\]]*\]→\[[^\]]*\]|'[^']*')", "", r.split(" at ")[0])
                       for g in analysis.groups for r in g.skip_reasons)
     if reasons:
@@ -62,11 +69,22 @@ def analysis_table(analysis: Analysis, cost: CostModel, title: str, verbose: boo
     return "\n".join(rows)
 
 
+def removable_branches(analysis: Analysis, reasons: bool = False) -> dict:
+    """{group: its upstream groups} of the groups that may keep no channel (``reasons``: {group: why
+    not} of the other prunable groups instead)."""
+    from onnxprune.analysis.emptiable import Emptying, emptiable_groups
+    found = emptiable_groups(analysis)
+    if reasons:
+        return {g: e for g, e in found.items() if isinstance(e, str)}
+    return {g: e.upstream for g, e in found.items() if isinstance(e, Emptying)}
+
+
 def analysis_json(analysis: Analysis, cost: CostModel) -> dict:
     share = group_macs_share(analysis, cost)
     return {"macs": cost.macs(), "flops": 2 * cost.macs(), "params": cost.params(),
             "unit": "MACs per image; FLOPs = 2 x MACs", "opset": analysis.view.opset,
             "groups": [g.to_dict() | {"macs_share": share.get(g.id, 0.0)} for g in analysis.groups],
+            "removable_branches": [{"group": g, "with": list(up)} for g, up in removable_branches(analysis).items()],
             "totals": {"groups": len(analysis.groups), "prunable": len(analysis.prunable),
                        "skipped": len(analysis.groups) - len(analysis.prunable)}}
 
@@ -84,6 +102,9 @@ def prune_summary(result, out: Path, plan_path: Path) -> str:
     skipped = [g for g in plan.groups if not g.prunable]
     lines.append(f"groups: {len(pruned)} pruned, {len(plan.groups) - len(pruned) - len(skipped)} kept whole, "
                  f"{len(skipped)} skipped (see `onnxprune analyze`)")
+    if b.get("removed_branches"):
+        lines.append(f"removed whole: {len(b['removed_branches'])} residual branch(es): " +
+                     "; ".join(", ".join(r["removed_layers"]) for r in b["removed_branches"]))
     for note in b.get("notes", []):
         lines.append(f"note: {note}")
     if result.report is not None:

@@ -31,9 +31,10 @@ def test_without_groups_drops_their_terms_and_keeps_the_target():
 
 def test_removal_sizes():
     assert removal_sizes(0) == []
-    assert removal_sizes(3) == [1, 2, 3]
-    assert removal_sizes(26) == [1, 2, 3, 4, 6, 8]
-    assert removal_sizes(26, most=4) == [1, 2, 3, 4]
+    assert removal_sizes(3) == [1, 2]
+    assert removal_sizes(26) == [1, 2, 4, 6, 8]
+    assert removal_sizes(26, most=16) == [1, 2, 4, 6, 8, 12, 16]
+    assert removal_sizes(5, most=16) == [1, 2, 4]
 
 
 def test_pick_fastest_within_tolerance():
@@ -71,3 +72,24 @@ def test_pipeline_removes_branches_when_they_are_fastest(fake_engine, assets, ex
         sum(n.op_type == "Conv" for n in model.graph.node) - 2 * len(removed)
     off = prune(model, PruneConfig(remove_branches="off", **base), data=data)
     assert all(g.kept for g in off.plan.groups)
+
+
+@pytest.mark.parametrize("field,bad", [("remove_branches", "always"), ("branch_tolerance", -0.1),
+                                       ("branch_tolerance", True), ("max_branches", 0), ("max_branches", 2.5)])
+def test_branch_options_are_checked(field, bad):
+    from onnxprune.pipeline import PruneConfig
+    with pytest.raises(BudgetError, match=field.replace("_", "-") if field != "remove_branches" else "branch removal"):
+        PruneConfig(flops_reduction=0.3, **{field: bad}).validate()
+
+
+def test_cli_branch_options_reach_the_config():
+    import argparse
+    from onnxprune.cli import prune as cli_prune
+    from onnxprune.cli.args import config_from_namespace
+    from onnxprune.pipeline import PruneConfig
+    p = argparse.ArgumentParser()
+    cli_prune.register(p.add_subparsers())
+    args = p.parse_args(["prune", "m.onnx", "-o", "o.onnx", "--flops-reduction", "0.3", "--remove-branches", "off",
+                         "--branch-tolerance", "0.2", "--max-branches", "3"])
+    config = config_from_namespace(PruneConfig, args)
+    assert (config.remove_branches, config.branch_tolerance, config.max_branches) == ("off", 0.2, 3)
