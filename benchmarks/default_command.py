@@ -2,12 +2,14 @@
 
 Runs `onnxprune prune r56.onnx -o OUT --flops-reduction F --data train.tar.gz --norm imagenet
 --calib-images N` (every default: infoconc, per-group channel steps, refit) and the variants that
-switch one default off (exact counts with --round-to 1, --recover none), then measures top-1 on the
+switch one default off (exact counts with --round-to 1, channels only with --remove-branches off,
+--recover none), then measures top-1 on the
 1017 lossless and the JPEG test images and the latency of all models interleaved in one
 `onnxprune bench` run. Each prune runs in its own process; wall time and peak RSS are recorded.
 
 Usage: python benchmarks/default_command.py [--reduction 0.455] [--calib 1024] [--batch 64] [--jpeg-test 10000]
-Writes benchmarks/results/default_command.{md,json}. Needs ../shared/assets (or ONNXPRUNE_ASSETS).
+                                            [--variants default,exact,...] [--name default_command]
+Writes benchmarks/results/NAME.{md,json}. Needs ../shared/assets (or ONNXPRUNE_ASSETS).
 """
 from __future__ import annotations
 
@@ -25,12 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from b1_common import ASSETS, pretrained_resnet56, test_sets, top1_both  # noqa: E402
 
-VARIANTS = {            # name -> extra prune options
-    "default": [],
-    "exact counts (--round-to 1)": ["--round-to", "1"],
-    "channels by criterion (--channel-choice criterion)": ["--channel-choice", "criterion"],
-    "no refit (--recover none)": ["--recover", "none"],
-    "exact counts, no refit": ["--round-to", "1", "--recover", "none"],
+VARIANTS = {            # key -> (name, extra prune options)
+    "default": ("default", []),
+    "exact": ("exact counts (--round-to 1)", ["--round-to", "1"]),
+    "channels-only": ("channels only (--remove-branches off)", ["--remove-branches", "off"]),
+    "criterion": ("channels by criterion (--channel-choice criterion)", ["--channel-choice", "criterion"]),
+    "no-refit": ("no refit (--recover none)", ["--recover", "none"]),
+    "exact-no-refit": ("exact counts, no refit", ["--round-to", "1", "--recover", "none"]),
 }
 
 
@@ -60,7 +63,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--jpeg-test", type=int, default=10000)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated keys of VARIANTS to run")
+    ap.add_argument("--name", default="default_command", help="result file name (without suffix)")
     args = ap.parse_args()
+    keys = [k for k in args.variants.split(",") if k]
+    unknown = [k for k in keys if k not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     from onnxprune.model_io import load_model, save_model
 
     tmp = Path(tempfile.mkdtemp())
@@ -70,7 +79,7 @@ def main() -> None:
     rows, paths = [], [base]
     a_l, a_j = top1_both(load_model(base), lossless, jpeg)
     rows.append({"variant": "unpruned", "acc_lossless": a_l, "acc_jpeg": a_j})
-    for i, (name, extra) in enumerate(VARIANTS.items()):
+    for i, (name, extra) in enumerate(VARIANTS[k] for k in keys):
         out = tmp / f"r56-v{i}.onnx"
         info = _prune(base, out, extra, args)
         plan = json.loads(out.with_suffix(".plan.json").read_text())
@@ -92,7 +101,7 @@ def main() -> None:
     result = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_at_end": load,
               "reduction": args.reduction, "calib": args.calib, "batch": args.batch, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "default_command.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     ideal = 1 / (1 - args.reduction)
     md = [f"# The first command, on the pretrained ResNet-56 (-{100 * args.reduction:.1f} % MACs, ideal speed-up "
           f"{ideal:.2f}x)", "",
@@ -107,7 +116,7 @@ def main() -> None:
         sp = [f"{r.get(k):.2f}x" if r.get(k) else "-" for k in ("speedup_b1", f"speedup_b{args.batch}")]
         md.append(f"| {r['variant']} | {cut} | {100 * r['acc_lossless']:.2f} % | {100 * r['acc_jpeg']:.2f} % | "
                   f"{sp[0]} | {sp[1]} | {r.get('wall_s', 0):.0f} | {r.get('peak_rss_mb', 0):.0f} |")
-    (args.out / "default_command.md").write_text("\n".join(md) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

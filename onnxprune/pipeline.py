@@ -16,7 +16,8 @@ import onnx
 from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
                                 ratio_counts, repair, resolve_multiples)
 from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
-from onnxprune.allocate.emptied import DISTANCE_TOLERANCE, pick_fastest_within, removal_sizes, without_groups
+from onnxprune.allocate.emptied import (BRANCH_TIMING_S, DISTANCE_TOLERANCE, pick_fastest_within, removal_sizes,
+                                        without_groups)
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
 from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
@@ -447,7 +448,8 @@ class Pruner:
         classes = like_groups(self.latency_, [by_id[g] for g in members])
         models = [self.model_] + [counts_model(self.analysis_, {h: 0 for g in like for h in members[g.id]})
                                   for like in classes]
-        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=5, runs=2)
+        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=3, runs=2,
+                               budget_s=BRANCH_TIMING_S)
         out = {}
         for like, t in zip(classes, times[1:]):
             share = max(times[0] - t, 0.0) / times[0] / len(like)
@@ -460,7 +462,8 @@ class Pruner:
         models = [apply_plan(self.analysis_, Plan.build(self.analysis_, select_all(self.analysis_, dict(c.counts),
                                                                                       self.scores_)), check=False)
                   for c in candidates]
-        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=5, runs=2)
+        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=3, runs=2,
+                               budget_s=BRANCH_TIMING_S)
         return {c.name: t for c, t in zip(candidates, times)}
 
     def _select_allocation(self, problem: AllocationProblem, data, alloc: str) -> dict[int, int]:

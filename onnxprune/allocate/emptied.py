@@ -15,8 +15,9 @@ from typing import Iterable, Mapping, Sequence
 
 from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 
-__all__ = ["without_groups", "removal_sizes", "pick_fastest_within", "DISTANCE_TOLERANCE"]
+__all__ = ["without_groups", "removal_sizes", "pick_fastest_within", "DISTANCE_TOLERANCE", "BRANCH_TIMING_S"]
 
+BRANCH_TIMING_S = 20.0       # seconds each interleaved timing of the branch candidates may take (3..15 rounds)
 DISTANCE_TOLERANCE = 0.5     # a branch candidate may judge up to 50 % more output distance than the channels-only choice
 
 
@@ -31,9 +32,10 @@ def without_groups(problem: AllocationProblem, emptied: Iterable[int]) -> Alloca
 
 
 def removal_sizes(n_emptiable: int, most: int = 8) -> list[int]:
-    """How many groups the candidates empty: 1, 2, 4, 6, 8, 12, 16 (at most ``most`` and the count;
-    each candidate costs a quick refit)."""
-    return [k for k in (1, 2, 4, 6, 8, 12, 16) if k <= min(n_emptiable, most)]
+    """How many groups the candidates empty: 2, 4, 6, 8, 12, 16 (at most ``most`` and the count;
+    1 when only one fits); each candidate costs a quick refit."""
+    limit = min(n_emptiable, most)
+    return [k for k in (2, 4, 6, 8, 12, 16) if k <= limit] or ([1] if limit >= 1 else [])
 
 
 def pick_fastest_within(names: Sequence[str], distance: Mapping[str, float], latency: Mapping[str, float],

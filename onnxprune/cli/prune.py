@@ -89,7 +89,7 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "allocations with fewer kept channels; 0 removes a branch only where it judges at least "
                         "as close)")
     g.add_argument("--max-branches", type=int, default=8, metavar="K",
-                   help="with --remove-branches auto: the candidates remove 1, 2, 4, 6, 8, 12, 16 branches, at most K "
+                   help="with --remove-branches auto: the candidates remove 2, 4, 6, 8, 12, 16 branches, at most K "
                         "(default 8; each candidate costs a quick refit)")
     g.add_argument("--target", choices=["cpu", "cuda", "tensorrt"], default="cpu",
                    help="the engine the pruned model will run on (cpu: this machine's onnxruntime CPU)")

@@ -23,12 +23,19 @@ def _runner(model: onnx.ModelProto, engine: Engine, batch: int):
 
 
 def measure_models(models: list[onnx.ModelProto], engine: Engine, batch: int, rounds: int = 5,
-                   runs: int = 3) -> list[float]:
+                   runs: int = 3, budget_s: float | None = None, max_rounds: int = 15) -> list[float]:
     """Seconds per batch of each model: the median over interleaved rounds of ``runs`` runs each
     (the order reversed every other round, so drift and load spread over all models alike). The
     first run after a switch of model is not timed: on onnxruntime CPU it runs up to 2x slower
-    (its threads wake, its buffers come back into cache), which made medians of 2-3 runs bimodal."""
+    (its threads wake, its buffers come back into cache), which made medians of 2-3 runs bimodal.
+    ``budget_s``: run more rounds, up to ``max_rounds``, while they fit in about that many seconds."""
     fns = [_runner(m, engine, batch) for m in models]
+    if budget_s is not None:        # as many rounds (``rounds`` .. ``max_rounds``) as fit the time budget
+        t0 = time.perf_counter()
+        for fn in fns:
+            fn()
+        per_round = (time.perf_counter() - t0) * (runs + 1)
+        rounds = int(min(max_rounds, max(rounds, budget_s // max(per_round, 1e-9))))
     samples: list[list[float]] = [[] for _ in models]
     order = list(range(len(models)))
     for r in range(rounds):

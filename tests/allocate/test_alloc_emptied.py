@@ -31,10 +31,11 @@ def test_without_groups_drops_their_terms_and_keeps_the_target():
 
 def test_removal_sizes():
     assert removal_sizes(0) == []
-    assert removal_sizes(3) == [1, 2]
-    assert removal_sizes(26) == [1, 2, 4, 6, 8]
-    assert removal_sizes(26, most=16) == [1, 2, 4, 6, 8, 12, 16]
-    assert removal_sizes(5, most=16) == [1, 2, 4]
+    assert removal_sizes(1) == [1]
+    assert removal_sizes(3) == [2]
+    assert removal_sizes(26) == [2, 4, 6, 8]
+    assert removal_sizes(26, most=16) == [2, 4, 6, 8, 12, 16]
+    assert removal_sizes(5, most=1) == [1]
 
 
 def test_pick_fastest_within_tolerance():
