@@ -174,3 +174,19 @@ def test_resnet56_pretrained_blocks_emptied(assets, exported):
     assert compare(model, pruned, plan, feeds=feeds).ok
     assert sum(n.op_type == "Conv" for n in pruned.graph.node) == sum(
         n.op_type == "Conv" for n in model.graph.node) - 8
+
+
+def test_emptied_model_runs_in_the_torch_bridge():
+    """A removed branch leaves an Add with a [1, C, 1, 1] constant: the bridge runs it as onnxruntime does."""
+    torch = pytest.importorskip("torch")
+    from onnxprune.runtime import make_session
+    from onnxprune.torch_bridge import OnnxModule
+    model = _bottleneck_model()
+    a = analyze(model)
+    second = max(g.id for g in a.groups if g.channels == 4)
+    pruned = apply_plan(a, _empty(a, [second]))
+    x = np.random.default_rng(2).normal(size=(2, 3, 6, 6)).astype(np.float32)
+    ref = make_session(pruned).run(None, {"x": x})[0]
+    got = OnnxModule(pruned)(torch.from_numpy(x))
+    got = got[0] if isinstance(got, (list, tuple)) else got
+    np.testing.assert_allclose(got.detach().numpy(), ref, rtol=1e-5, atol=1e-5)
