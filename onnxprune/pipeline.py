@@ -423,7 +423,8 @@ class Pruner:
             return []
         harm = {g: output_distance(reference, self._pruned_outputs(dict.fromkeys(m, 0), images))
                 for g, m in members.items()}
-        saved = self._branch_time_saved(members)
+        saved = self._branch_time_saved(members)      # a branch with no timed layer saves ~nothing
+        saved = {g: saved.get(g, 1e-6) for g in members}
         order = sorted(members, key=lambda g: (harm[g] / saved[g], g))
         log.info("branch removal: %d emptiable group(s); least harm per time saved: %s", len(members),
                  ", ".join(f"{g} ({harm[g]:.4f}, {100 * saved[g]:.1f} %)" for g in order[:8]))
