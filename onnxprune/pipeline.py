@@ -372,13 +372,18 @@ class Pruner:
                  "their quick refit uses those same images", len(rest), len(images))
         return images
 
+    def _pruned_model(self, counts: Mapping[int, int]) -> tuple[Plan, onnx.ModelProto]:
+        """The plan keeping ``counts`` channels per group (selected by the fitted scores) and the
+        rewritten model, unchecked."""
+        plan = Plan.build(self.analysis_, select_all(self.analysis_, dict(counts), self.scores_))
+        return plan, apply_plan(self.analysis_, plan, check=False)
+
     def _pruned_outputs(self, counts: Mapping[int, int], images: np.ndarray,
                         refit_images: np.ndarray | None = None) -> list[np.ndarray]:
         """Every output of the model pruned to ``counts`` (selected by the fitted scores) on
         ``images``; refitted first on ``refit_images`` when given (the prune's own recovery)."""
         from onnxprune.runtime import AnyBatchSession
-        plan = Plan.build(self.analysis_, select_all(self.analysis_, dict(counts), self.scores_))
-        pruned = apply_plan(self.analysis_, plan, check=False)
+        plan, pruned = self._pruned_model(counts)
         if refit_images is not None:
             from onnxprune.recover.reconstruct import reconstruct
             with quieted("onnxprune.recover"):
@@ -460,9 +465,7 @@ class Pruner:
     def _measured_latencies(self, candidates: list[Candidate]) -> dict[str, float]:
         """Seconds per batch of each candidate's pruned model on the latency engine, interleaved."""
         from onnxprune.latency.measure import measure_models
-        models = [apply_plan(self.analysis_, Plan.build(self.analysis_, select_all(self.analysis_, dict(c.counts),
-                                                                                      self.scores_)), check=False)
-                  for c in candidates]
+        models = [self._pruned_model(c.counts)[1] for c in candidates]
         times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=3, runs=2,
                                budget_s=BRANCH_TIMING_S)
         return {c.name: t for c, t in zip(candidates, times)}
@@ -487,7 +490,7 @@ class Pruner:
         after = None if refit_images is None else f"a refit on {len(refit_images)} images"
         choice = choose_candidate(candidates, judge, reference, session.output_names, after=after)
         if branches:
-            choice = self._with_branch_candidates(problem, alloc, choice, candidates, judge, images, reference,
+            choice = self._with_branch_candidates(problem, alloc, choice, judge, images, reference,
                                                   session.output_names, after)
         self.choice_ = choice
         self.notes.extend(choice.candidate.notes)
@@ -499,7 +502,7 @@ class Pruner:
             log.info("allocation: %s (agreement %.1f%%, distance %.3f)", choice.candidate.name, 100 * (1 - a), d)
         return choice.candidate.counts
 
-    def _with_branch_candidates(self, problem, alloc, choice: Choice, candidates, judge, images, reference,
+    def _with_branch_candidates(self, problem, alloc, choice: Choice, judge, images, reference,
                                 output_names, after) -> Choice:
         """Judge the branch-removal candidates like the others; time them and the channels-only choice
         on the latency engine; keep the fastest whose output distance is within the tolerance of
@@ -512,7 +515,6 @@ class Pruner:
             return choice
         log.info("branch removal: judging %d candidate(s) %s", len(extra), f"after {after}" if after else "")
         more = choose_candidate(extra, judge, reference, output_names, after=after)
-        every = list(candidates) + extra
         scores = {**choice.scores, **more.scores}
         base = choice.candidate.name          # the channels-only choice: the reference
         timed = [choice.candidate] + extra
@@ -527,7 +529,7 @@ class Pruner:
                           f"speed of the channels-only choice ({base}), output distance "
                           f"{scores[pick][1]:.4f} vs {scores[base][1]:.4f} (tolerance {100 * tol:.0f} %)")
         log.info("%s", self.notes[-1])
-        return Choice(next(c for c in every if c.name == pick),
+        return Choice(next(c for c in timed if c.name == pick),
                       choice.criterion + f"; then, with branches removed, the measured fastest within "
                       f"{100 * tol:.0f} % of that choice's distance", scores)
 
@@ -713,13 +715,14 @@ class Pruner:
         settings |= {"allocation": "ratio" if config.ratio is not None else alloc, "criterion": crit,
                      "weights": weights,
                      "scored_by_reconstruction": sorted(self.scored_by_reconstruction_)}
+        removed = self._removed_branches()
         plan = Plan.build(
             self.analysis_, self.kept_, settings=settings,
             budget={"requested": requested,
                     "achieved": {"macs_reduction": 1 - achieved["macs"] / self.full_["macs"],
                                  "params_reduction": 1 - achieved["params"] / self.full_["params"]},
                     "notes": list(self.notes),
-                    **({"removed_branches": self._removed_branches()} if self._removed_branches() else {}),
+                    **({"removed_branches": removed} if removed else {}),
                     **({"latency": self._latency_record()} if self.latency_ is not None else {}),
                     **({"allocation_choice": self.choice_.to_dict()} if self.choice_ else {})},
             cost={"unit": "MACs per image; FLOPs = 2 x MACs",
