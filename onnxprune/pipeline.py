@@ -16,8 +16,8 @@ import onnx
 from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
                                 ratio_counts, repair, resolve_multiples)
 from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
-from onnxprune.allocate.emptied import (BRANCH_TIMING_S, DISTANCE_TOLERANCE, pick_fastest_within, removal_sizes,
-                                        without_groups)
+from onnxprune.allocate.emptied import (BRANCH_TIMING_S, DISTANCE_TOLERANCE, overshoots, pick_fastest_within,
+                                        removal_sizes, without_groups)
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
 from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
@@ -43,6 +43,7 @@ METHODS = {
 DEFAULT_METHOD = "uniform-l1"          # no method, allocation or criterion given, no data
 DEFAULT_DATA_METHOD = "infoconc"       # the same with calibration data
 DATA_CRITERIA = {"shapley", "shapley-mc", "hrank"}
+QUICK_REFIT_POSITIONS = 32     # the candidates' quick refit: output positions per image (the prune's refit: 64)
 WEIGHT_CRITERIA = {"l1", "l2", "fpgm", "random"}
 
 
@@ -258,7 +259,7 @@ class Pruner:
         self.latency_ = None
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
-        self._fixed_candidate: str | None = None   # latency feedback rounds after the first keep its candidate
+        self._fixed_candidate: Candidate | None = None   # latency feedback rounds after the first keep round 1's
 
     @property
     def settings(self) -> dict:
@@ -344,17 +345,18 @@ class Pruner:
         self.timings["choice_s"] = time.perf_counter() - t0
 
     def _exact_repair(self, problem: AllocationProblem, counts: dict[int, int],
-                      emptied: tuple[int, ...] = ()) -> dict[int, int]:
+                      emptied: tuple[int, ...] = (), full: AllocationProblem | None = None) -> dict[int, int]:
         """The allocator prices expected counts; a group seen only in part by a tensor (e.g. a
         residual width that grows through channel Pad) can land a little off. Repair against the
-        exact cost of the channels the selection keeps (``emptied`` groups keep none)."""
+        exact cost of the channels the selection keeps (``emptied`` groups keep none; ``problem``
+        is then ``full`` without them, and a latency budget keeps ``full``'s units)."""
         def exact(c):
             c = {**c, **dict.fromkeys(emptied, 0)}
             kept = select_all(self.analysis_, c, self.scores_)
             out = {"macs": self.cost_.macs(kept), "params": self.cost_.params(kept)}
             if any(b.name == "latency" for b in problem.budgets):
                 from onnxprune.latency.hooks import exact_latency
-                out["latency"] = exact_latency(problem, self.latency_, c, kept)
+                out["latency"] = exact_latency(full or problem, self.latency_, c, kept)
             return out
         out = repair(problem, counts, ExactCosts(problem, exact), fill="smallest-first", trade=True)
         return {**out, **dict.fromkeys(emptied, 0)}
@@ -388,6 +390,7 @@ class Pruner:
             from onnxprune.recover.reconstruct import reconstruct
             with quieted("onnxprune.recover"):
                 pruned, _ = reconstruct(self.model_, pruned, self.analysis_, plan, refit_images, seed=self.config.seed,
+                                        positions_per_image=QUICK_REFIT_POSITIONS,
                                         max_memory_mb=self.config.recover_memory_mb)
         return AnyBatchSession(pruned).run(images)
 
@@ -411,8 +414,8 @@ class Pruner:
         if len(self.config.temperatures) > 1 and only in (None, "uniform"):
             result = allocate(problem, "uniform")
             out.append(Candidate("uniform", dict(result.counts), result.notes))
-        return [Candidate(c.name + suffix, self._exact_repair(problem, c.counts, tuple(emptied)), c.notes)
-                for c in out]
+        return [Candidate(c.name + suffix, self._exact_repair(problem, c.counts, tuple(emptied), full), c.notes,
+                          tuple(emptied), c.name) for c in out]
 
     def _branch_candidates(self, problem: AllocationProblem, alloc: str, best: Candidate,
                            images: np.ndarray, reference: list[np.ndarray]) -> list[Candidate]:
@@ -437,6 +440,9 @@ class Pruner:
         out = []
         for k in removal_sizes(len(order), self.config.max_branches):
             gone = tuple(h for g in order[:k] for h in members[g])
+            if overshoots(problem, gone):
+                log.info("branch removal: removing %d branches alone would cut more than the budget asks", k)
+                break
             try:
                 out += self._candidates(problem, alloc, only=recipe, emptied=gone, suffix=f", {k} branch(es) removed")
             except BudgetError:
@@ -475,14 +481,19 @@ class Pruner:
         calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
         from onnxprune.runtime import AnyBatchSession
         if self._fixed_candidate is not None:
-            return self._candidates(problem, alloc, only=self._fixed_candidate)[0].counts
+            fixed = self._fixed_candidate     # same recipe, same branches removed, a new budget
+            if fixed.emptied and overshoots(problem, fixed.emptied):
+                self.notes.append(f"at this internal budget removing the branches of {fixed.name} alone cuts more "
+                                  "than asked: channels only")
+                return self._candidates(problem, alloc, only=fixed.recipe)[0].counts
+            return self._candidates(problem, alloc, only=fixed.recipe or fixed.name, emptied=fixed.emptied,
+                                    suffix=fixed.suffix)[0].counts
         images = _first_images(data, self.config.select_images)
         refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
         candidates = self._candidates(problem, alloc)
-        branches = self.config.remove_branches == "auto" and bool(self.latency_steps_) \
-            and self.config.latency_reduction is None
+        branches = self.config.remove_branches == "auto" and bool(self.latency_steps_)
         if refit_images is not None and len(candidates) > 1:
             log.info("allocation: judging %d candidates on %d images, each after a quick refit on %d images",
                      len(candidates), len(images), len(refit_images))
@@ -648,7 +659,7 @@ class Pruner:
             # only the budget, so a round costs one allocation and one timing
             self.notes = list(notes_before)
             allocation = self._allocate(data, **{shape: budget})
-            self._fixed_candidate = self.choice_.candidate.name if self.choice_ is not None else None
+            self._fixed_candidate = None if self.choice_ is None else self.choice_.candidate
             return allocation, select_all(self.analysis_, allocation, self.scores_), list(self.notes), self.choice_
 
         def measure(result):

@@ -74,14 +74,17 @@ def preferred_channel_multiple(target: str = "cpu", cpu_flags: set[str] | None =
     return 8, "no x86 AVX flags found; 8 is a safe multiple for most kernels"
 
 
-def with_dynamic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+def with_dynamic_batch(model: onnx.ModelProto, batch: int | None = None) -> onnx.ModelProto:
     """A copy whose first input and outputs have a symbolic batch dimension (value_info cleared).
-    Graphs that bake the batch size into a Reshape still fail at run time; callers fall back."""
+    Reshape targets (initializers) that spell out ``batch`` (default: the first input's batch
+    size) read it from the input instead; graphs that bake it in elsewhere still fail at run time
+    (callers fall back)."""
     from onnxprune.graph.edit import ModelEdit
     edit = ModelEdit(model)
     edit.set_batch_dim("batch")
     edit.forget_shapes()
-    batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value if model.graph.input else 0
+    if batch is None:
+        batch = model.graph.input[0].type.tensor_type.shape.dim[0].dim_value if model.graph.input else 0
     if batch:   # Reshape targets that spell the batch size out copy it from the input instead
         made: dict[str, object] = {}
         for idx, node in enumerate(edit.nodes):

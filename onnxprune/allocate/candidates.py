@@ -33,11 +33,20 @@ __all__ = ["Candidate", "Choice", "output_distance", "top1_disagreement", "crite
 
 @dataclass(frozen=True)
 class Candidate:
-    """One proposed allocation: a name (e.g. "convex t=2"), kept counts per group, solver notes."""
+    """One proposed allocation: a name (e.g. "convex t=2, 4 branch(es) removed"), kept counts per
+    group, solver notes, the groups it empties whole and the recipe that spent the rest of the
+    budget (e.g. "convex t=2"; empty: the name)."""
 
     name: str
     counts: dict[int, int]
     notes: tuple[str, ...] = ()
+    emptied: tuple[int, ...] = ()
+    recipe: str = ""
+
+    @property
+    def suffix(self) -> str:
+        """What the name adds to the recipe (the branches removed)."""
+        return self.name[len(self.recipe):] if self.recipe and self.name.startswith(self.recipe) else ""
 
 
 @dataclass(frozen=True)

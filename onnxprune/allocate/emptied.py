@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 
-__all__ = ["without_groups", "removal_sizes", "pick_fastest_within", "DISTANCE_TOLERANCE", "BRANCH_TIMING_S"]
+__all__ = ["without_groups", "overshoots", "removal_sizes", "pick_fastest_within", "DISTANCE_TOLERANCE", "BRANCH_TIMING_S"]
 
 BRANCH_TIMING_S = 20.0       # seconds each interleaved timing of the branch candidates may take (3..15 rounds)
 DISTANCE_TOLERANCE = 0.5     # a branch candidate may judge up to 50 % more output distance than the channels-only choice
@@ -29,6 +29,12 @@ def without_groups(problem: AllocationProblem, emptied: Iterable[int]) -> Alloca
     keep = {g: c for g, c in problem.channels.items() if g not in gone}
     return AllocationProblem(keep, budgets, {g: m for g, m in problem.multiple.items() if g in keep},
                              {g: m for g, m in problem.min_channels.items() if g in keep})
+
+
+def overshoots(problem: AllocationProblem, emptied: Iterable[int]) -> bool:
+    """Whether emptying ``emptied`` alone (every other group whole) already cuts more than some
+    budget asks: no allocation of the other groups can then give the cut back."""
+    return any(b.cost.full() < b.target * (1 - 1e-9) for b in without_groups(problem, emptied).budgets)
 
 
 def removal_sizes(n_emptiable: int, most: int = 8) -> list[int]:

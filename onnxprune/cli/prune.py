@@ -76,12 +76,14 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "groups stay prunable). 1: exact counts, which meet the MACs budget most closely "
                         "but on CPU rarely run faster")
     g.add_argument("--remove-branches", choices=["auto", "off"], default="auto",
-                   help="auto (default, with the per-group channel steps and calibration data): also judge "
+                   help="auto (default, with the per-group channel steps and calibration data; MACs, params or "
+                        "latency budgets): also judge "
                         "allocations that remove whole residual branches (a block whose output only joins the "
                         "residual sum), the least harmful per measured time saved first, spending the rest of the "
                         "budget on channels; the fastest on --target within --branch-tolerance of the best output "
                         "distance wins. A branch removed frees all its layers' time, where a channel cut "
-                        "below the engine's block saves little. off: channels only")
+                        "below the engine's block saves little. A latency budget's measured rounds keep the "
+                        "branches its first round chose. off: channels only")
     g.add_argument("--branch-tolerance", type=float, default=0.5, metavar="F",
                    help="with --remove-branches auto: how much larger (fraction) the output distance of an "
                         "allocation with branches removed may be than that of the channels-only choice, each "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.allocate.emptied import pick_fastest_within, removal_sizes, without_groups
+from onnxprune.allocate.emptied import overshoots, pick_fastest_within, removal_sizes, without_groups
 from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 from onnxprune.errors import BudgetError
 from tests.latency.test_latency_tables import fake_engine  # noqa: F401 - the fixture
@@ -27,6 +27,13 @@ def test_without_groups_drops_their_terms_and_keeps_the_target():
     assert q.multiple == {} and q.min_channels == {2: 2}
     with pytest.raises(BudgetError):
         without_groups(p, [0, 1, 2])          # nothing left to prune
+
+
+def test_overshoots_when_emptying_alone_cuts_more_than_asked():
+    p = _problem()                     # full 170, the 40 % cut leaves 102
+    assert overshoots(p, [1])          # without group 1: 90 left
+    assert not overshoots(p, [2])      # without group 2: 110 left, channels still to cut
+    assert not overshoots(p, [])
 
 
 def test_removal_sizes():
@@ -94,3 +101,39 @@ def test_cli_branch_options_reach_the_config():
                          "--branch-tolerance", "0.2", "--max-branches", "3"])
     config = config_from_namespace(PruneConfig, args)
     assert (config.remove_branches, config.branch_tolerance, config.max_branches) == ("off", 0.2, 3)
+
+
+def test_latency_budget_keeps_its_removed_branches_through_the_feedback(fake_engine, assets, exported, monkeypatch):
+    """A latency budget judges branch removal too; the measured feedback rounds after the first keep
+    the first round's candidate, its removed branches included, and move only the budget (channels
+    only at a budget that removing those branches alone would overshoot); the best round lands on
+    the request (the fake engine times a model as the sum of its layers)."""
+    from onnxprune.allocate.emptied import overshoots
+    from onnxprune.model_io import load_model
+    from onnxprune.pipeline import Pruner, PruneConfig, prune
+    model = load_model(exported("resnet20", "legacy", "folded",
+                                weights=assets / "pretrained" / "cifar10-resnet20-12fca82f.th"))
+    x = np.load(assets / "cifar10-lossless-test-first1017.npz")["x"][:96].astype(np.float32)
+    data = np.ascontiguousarray(((x / 255.0 - 0.45) / 0.25).transpose(0, 3, 1, 2))
+    later: list[tuple] = []
+    candidates = Pruner._candidates
+
+    def spy(self, problem, alloc, only=None, emptied=(), suffix=""):
+        fixed = self._fixed_candidate
+        if fixed is not None:
+            later.append((fixed, only, tuple(emptied), suffix, overshoots(problem, fixed.emptied)))
+        return candidates(self, problem, alloc, only=only, emptied=emptied, suffix=suffix)
+    monkeypatch.setattr(Pruner, "_candidates", spy)
+    res = prune(model, PruneConfig(latency_reduction=0.4, round_to="latency", select_images=32, recover="none",
+                                   temperatures=(0.5, 1.0), branch_tolerance=9.0), data=data)
+    assert res.report.ok
+    chosen = res.plan.budget["allocation_choice"]["chosen"]
+    assert "branch(es) removed" in chosen
+    rounds = res.plan.budget["latency"]["feedback"]
+    assert len(rounds) >= 2 and len(later) == len(rounds) - 1
+    for fixed, only, emptied, suffix, over in later:
+        assert fixed.name == chosen and fixed.emptied and only == fixed.recipe == chosen.split(",")[0]
+        assert (emptied, suffix) == (((), "") if over else (fixed.emptied, fixed.suffix))
+    assert min(abs(r["measured_reduction"] - 0.4) for r in rounds if r["measured_reduction"] is not None) <= 0.03
+    removed = sorted(g.id for g in res.plan.groups if g.channels and not g.kept)
+    assert removed in ([], sorted(later[0][0].emptied))

@@ -102,7 +102,7 @@ def fake_engine(monkeypatch, tmp_path):
     monkeypatch.setattr("onnxprune.latency.table.measure_layer", fake_time)
     monkeypatch.setattr("onnxprune.latency.hooks.engine_for", lambda target: ENGINE)
     monkeypatch.setattr("onnxprune.latency.measure.measure_models",
-                        lambda models, engine, batch, **kw: [_fake_model_time(m, engine, batch) for m in models])
+                        lambda models, engine, batch, *args, **kw: [_fake_model_time(m, engine, batch) for m in models])
     orig = TableBuilder.__init__
 
     def init(self, engine, batch, cache=None, repeats=5, measure=fake_time):
