@@ -11,6 +11,7 @@ pruning at equal measured latency: MACs budgets on a grid (default steps), measu
 accuracy interpolated at each latency-budget model's measured latency.
 
 Usage: python benchmarks/b2_latency.py [--quick] [--models resnet56,resnet50,mobilenetv2]
+                                       [--latency-shapes tables,macs] [--name NAME]
 The machine load (``uptime``) is recorded: latency measured on a shared machine is noisy.
 Writes benchmarks/results/b2_latency_budgets{_quick}.{json,md}.
 """
@@ -134,6 +135,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="ResNet-56 at batch 64 only, budgets 30/40 %%, 3 timing rounds")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per pruned model")
+    ap.add_argument("--latency-shapes", default="tables",
+                    help="comma-separated --latency-shape values to run the latency budgets with (tables, macs)")
+    ap.add_argument("--name", default=None, help="results file name (default b2_latency_budgets[_quick])")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     import onnxruntime as ort
@@ -156,8 +160,10 @@ def main() -> None:
         metrics: dict = {}
         for batch in batches:
             r = Runner(name, model, batch, calib, test if batch == batches[-1] else None, rounds, metrics)
-            for b in budgets:
-                r.run(f"latency {100 * b:.0f}%", latency_reduction=b, round_to="latency")
+            for shape in args.latency_shapes.split(","):
+                for b in budgets:
+                    label = f"latency {100 * b:.0f}%" + ("" if shape == "tables" else f" ({shape} shape)")
+                    r.run(label, latency_reduction=b, round_to="latency", latency_shape=shape)
             r.run("macs 45.5% default steps", flops_reduction=0.455, round_to="latency")
             r.run("macs 45.5% exact counts", flops_reduction=0.455, round_to=1)
             if r.test is not None:
@@ -168,7 +174,7 @@ def main() -> None:
             results["models"][f"{name} batch {batch}"] = r.rows
     results["load_end"] = load()
     args.out.mkdir(parents=True, exist_ok=True)
-    prefix = args.out / f"b2_latency_budgets{'_quick' if args.quick else ''}"
+    prefix = args.out / (args.name or f"b2_latency_budgets{'_quick' if args.quick else ''}")
     Path(f"{prefix}.json").write_text(json.dumps(results, indent=1) + "\n")
     Path(f"{prefix}.md").write_text(markdown(results) + "\n")
     print(markdown(results))

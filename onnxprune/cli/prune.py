@@ -62,13 +62,13 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
                         "the original, correct the budget (stops within 3 points of the request: repeated "
                         "timings of one model differ by a few points); 0 trusts the tables' prediction alone")
-    g.add_argument("--latency-shape", choices=["tables", "macs"], default="tables",
-                   help="with --latency-reduction, what spreads the cut over the layers: 'tables' (default) puts "
+    g.add_argument("--latency-shape", choices=["macs", "tables"], default="macs",
+                   help="with --latency-reduction, what spreads the cut over the layers: 'macs' (default) "
+                        "searches the MACs budget whose allocation (information weights, the per-group channel "
+                        "steps measured on --target, branch removal) meets the measured cut; 'tables' puts "
                         "per-layer latency tables measured on this machine into the allocation as a latency "
-                        "budget; 'macs' searches the MACs budget whose information-weighted allocation (with "
-                        "the per-group channel steps measured on --target) meets the measured cut: more "
-                        "accurate at equal latency, but the measured latency is not monotone in the MACs cut, "
-                        "so it lands less reliably (with --latency-rounds 0 the tables are always used)")
+                        "budget, channels only (less accurate at equal latency on ResNet-56: see the README). "
+                        "With --latency-rounds 0 the tables are always used")
     g.add_argument("--round-to", default=None, metavar="N|auto",
                    help="keep channel counts that are multiples of N; 'auto' picks one multiple for every "
                         "group (16 on AVX-512 CPUs, 8 on AVX2 CPUs and GPUs). Default: per group, the step "

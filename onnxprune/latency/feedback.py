@@ -4,9 +4,9 @@ The tables predict whole-model latency only up to what a sum of layers timed apa
 layout reorders the engine inserts between layers whose channel counts leave its blocks, memory
 traffic and the ops between convolutions make the prediction drift (on onnxruntime CPU it
 overestimated the cut by 10-20 points of latency on ResNet-56). So the *level* is set here by
-measurement, whatever shapes the allocation across groups: an internal cut of the tables' latency
-(the pipeline's default) or an internal MACs budget (the information-weighted allocation with
-per-group channel steps, ``latency_shape="macs"``). Each round allocates at the internal budget, builds the pruned model (no
+measurement, whatever shapes the allocation across groups: an internal MACs budget (the pipeline's
+default: the information-weighted allocation with per-group channel steps and branch removal) or an
+internal cut of the tables' latency (``latency_shape="tables"``). Each round allocates at the internal budget, builds the pruned model (no
 verification, no refit: latency depends on the shape only), times it against the original
 interleaved on the target, and moves the internal budget by a secant step towards the requested
 cut. The round whose measured cut lands closest to the request is kept; every round is recorded.

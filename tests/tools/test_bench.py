@@ -155,6 +155,8 @@ def test_rounds_interleave_and_stop():
     assert len(a.samples) >= 5 and a.total >= 0.01
     assert len(b.samples) >= 5
     assert set(a.round_medians) <= set(range(rounds))
+    # each round's first run of a model (after the switch) is run but not timed
+    assert calls.count("A") == 1 + len(a.round_medians) + len(a.samples)
     # the cap wins over the time
     c = timing.Slot(m, runner("C", 0.0))
     timing.measure_rounds([c], warmup=0, min_runs=3, min_time_s=100.0, max_runs=7)

@@ -40,7 +40,9 @@ def _timed(fn: Callable[[], None]) -> float:
 
 def measure_rounds(slots: list[Slot], warmup: int, min_runs: int, min_time_s: float,
              max_runs: int) -> int:
-    """Warm up each slot, then time interleaved rounds; returns the number of rounds."""
+    """Warm up each slot, then time interleaved rounds; returns the number of rounds. With more
+    than one model, each model's first run of a round is not timed: on onnxruntime CPU the run after
+    a switch of session is up to 2x slower (threads wake, buffers come back into cache)."""
     for s in slots:
         try:
             for _ in range(warmup):
@@ -65,6 +67,8 @@ def measure_rounds(slots: list[Slot], warmup: int, min_runs: int, min_time_s: fl
             chunk = 1 if s.est is None else int(min(max(round_s / max(s.est, 1e-9), 1), 200))
             chunk = min(chunk, max_runs - len(s.samples))
             try:
+                if len(live) > 1:
+                    s.runner.fn()    # the run after a switch of model is not timed (see latency.measure)
                 times = [_timed(s.runner.fn) for _ in range(chunk)]
             except Exception as exc:
                 s.error = f"failed while timing ({one_line(exc)})"
