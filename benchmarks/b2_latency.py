@@ -11,7 +11,7 @@ pruning at equal measured latency: MACs budgets on a grid (default steps), measu
 accuracy interpolated at each latency-budget model's measured latency.
 
 Usage: python benchmarks/b2_latency.py [--quick] [--models resnet56,resnet50,mobilenetv2]
-                                       [--latency-shapes tables,macs] [--name NAME]
+                                       [--latency-shapes tables,macs] [--name NAME] [--batches resnet56:64,...]
 The machine load (``uptime``) is recorded: latency measured on a shared machine is noisy.
 Writes benchmarks/results/b2_latency_budgets{_quick}.{json,md}.
 """
@@ -135,9 +135,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="ResNet-56 at batch 64 only, budgets 30/40 %%, 3 timing rounds")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per pruned model")
-    ap.add_argument("--latency-shapes", default="tables",
+    ap.add_argument("--latency-shapes", default="macs",
                     help="comma-separated --latency-shape values to run the latency budgets with (tables, macs)")
     ap.add_argument("--name", default=None, help="results file name (default b2_latency_budgets[_quick])")
+    ap.add_argument("--batches", default=None, metavar="MODEL:B,...",
+                    help="run only these model/batch pairs (e.g. resnet56:64,resnet50:1; default: "
+                         + ", ".join(f"{m} {'/'.join(map(str, b))}" for m, b in BATCHES.items()) + ")")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     import onnxruntime as ort
@@ -150,19 +153,24 @@ def main() -> None:
     results = {"mode": "quick" if args.quick else "full", "ort": ort.__version__, "cpu": _cpu_model_and_flags()[0],
                "threads": os.cpu_count(), "load_start": load(), "models": {}}
     for name in models:
+        batches = (64,) if args.quick else BATCHES[name]
+        if args.batches:
+            wanted = {tuple(p.split(":")) for p in args.batches.split(",")}
+            batches = tuple(b for b in batches if (name, str(b)) in wanted)
+            if not batches:
+                continue
         model = base_model(name)
         calib = test = None
         if name == "resnet56":
             from b1_common import jpeg_train, test_sets
             calib = jpeg_train().sample(256, seed=0)
             test = test_sets(jpeg_limit=1)[0]
-        batches = (64,) if args.quick else BATCHES[name]
         metrics: dict = {}
         for batch in batches:
             r = Runner(name, model, batch, calib, test if batch == batches[-1] else None, rounds, metrics)
             for shape in args.latency_shapes.split(","):
                 for b in budgets:
-                    label = f"latency {100 * b:.0f}%" + ("" if shape == "tables" else f" ({shape} shape)")
+                    label = f"latency {100 * b:.0f}% ({shape} shape)"
                     r.run(label, latency_reduction=b, round_to="latency", latency_shape=shape)
             r.run("macs 45.5% default steps", flops_reduction=0.455, round_to="latency")
             r.run("macs 45.5% exact counts", flops_reduction=0.455, round_to=1)
