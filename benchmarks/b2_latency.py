@@ -168,24 +168,34 @@ def main() -> None:
         metrics: dict = {}
         for batch in batches:
             r = Runner(name, model, batch, calib, test if batch == batches[-1] else None, rounds, metrics)
+            results["models"][f"{name} batch {batch}"] = r.rows
+
+            def run(label, **config):    # saved after every row: a long run stopped early keeps them
+                r.run(label, **config)
+                save(results, args)
             for shape in args.latency_shapes.split(","):
                 for b in budgets:
-                    label = f"latency {100 * b:.0f}% ({shape} shape)"
-                    r.run(label, latency_reduction=b, round_to="latency", latency_shape=shape)
-            r.run("macs 45.5% default steps", flops_reduction=0.455, round_to="latency")
-            r.run("macs 45.5% exact counts", flops_reduction=0.455, round_to=1)
+                    run(f"latency {100 * b:.0f}% ({shape} shape)", latency_reduction=b, round_to="latency",
+                        latency_shape=shape)
+            run("macs 45.5% default steps", flops_reduction=0.455, round_to="latency")
+            run("macs 45.5% exact counts", flops_reduction=0.455, round_to=1)
             if r.test is not None:
                 for f in grid:
                     if f != 0.455:
-                        r.run(f"macs {100 * f:.1f}% default steps", flops_reduction=f, round_to="latency")
+                        run(f"macs {100 * f:.1f}% default steps", flops_reduction=f, round_to="latency")
                 equal_latency_accuracy(r.rows)
-            results["models"][f"{name} batch {batch}"] = r.rows
+                save(results, args)
+    print(markdown(save(results, args)))
+
+
+def save(results: dict, args) -> dict:
+    """Write the results so far (JSON and Markdown); returns them."""
     results["load_end"] = load()
     args.out.mkdir(parents=True, exist_ok=True)
     prefix = args.out / (args.name or f"b2_latency_budgets{'_quick' if args.quick else ''}")
     Path(f"{prefix}.json").write_text(json.dumps(results, indent=1) + "\n")
     Path(f"{prefix}.md").write_text(markdown(results) + "\n")
-    print(markdown(results))
+    return results
 
 
 if __name__ == "__main__":

@@ -107,3 +107,23 @@ def test_noisy_rounds_stay_inside_the_bracket():
     # 0.5 measured beyond the request; the last two short and nearly flat would step past 0.5
     bracketed = [FeedbackRound(0.50, 0.45), FeedbackRound(0.30, 0.20), FeedbackRound(0.35, 0.21)]
     assert _next_budget(bracketed, 0.4) == pytest.approx((0.35 + 0.50) / 2)
+
+
+def test_interleaved_timing_runs_fast_models_long_enough(monkeypatch):
+    """Each round runs a model at least min_round_s (more runs for fast models), the run after a
+    switch of model is not timed, and the rounds alternate their order."""
+    import time as _time
+    from onnxprune.latency import measure
+    calls: list[str] = []
+
+    def runner(model, engine, batch):
+        def fn():
+            calls.append(model)
+            _time.sleep(model == "slow" and 0.004 or 0.001)
+        return fn
+    monkeypatch.setattr(measure, "_runner", runner)
+    fast, slow = measure.measure_models(["fast", "slow"], None, 1, rounds=2, runs=1, min_round_s=0.02)
+    assert fast < slow
+    runs = len(calls[2:]) // 4 - 1           # after one untimed call each: 2 rounds x 2 models x (1 + runs)
+    assert runs >= 5                         # ~20, from the faster model's first run (~1 ms); 1 asked
+    assert calls[2:][:runs + 1] == ["fast"] * (runs + 1) and calls[-(runs + 1):] == ["fast"] * (runs + 1)
