@@ -60,8 +60,9 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "MACs/params budgets)")
     g.add_argument("--latency-rounds", type=int, default=6, metavar="K",
                    help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
-                        "the original, correct the budget (stops within 3 points of the request: repeated "
-                        "timings of one model differ by a few points); 0 trusts the tables' prediction alone")
+                        "the original, correct the budget (stops within 3 points of the request, confirmed by a "
+                        "second timing: repeated timings of one model differ by a few points); 0 trusts the "
+                        "tables' prediction alone")
     g.add_argument("--latency-shape", choices=["macs", "tables"], default="macs",
                    help="with --latency-reduction, what spreads the cut over the layers: 'macs' (default) "
                         "searches the MACs budget whose allocation (information weights, the per-group channel "
