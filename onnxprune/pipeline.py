@@ -481,13 +481,13 @@ class Pruner:
         calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
         from onnxprune.runtime import AnyBatchSession
         if self._fixed_candidate is not None:
-            fixed = self._fixed_candidate     # same recipe, same branches removed, a new budget
-            if fixed.emptied and overshoots(problem, fixed.emptied):
+            fixed, emptied = self._fixed_candidate, self._fixed_candidate.emptied   # same recipe and branches
+            if emptied and overshoots(problem, emptied):
                 self.notes.append(f"at this internal budget removing the branches of {fixed.name} alone cuts more "
                                   "than asked: channels only")
-                return self._candidates(problem, alloc, only=fixed.recipe)[0].counts
-            return self._candidates(problem, alloc, only=fixed.recipe or fixed.name, emptied=fixed.emptied,
-                                    suffix=fixed.suffix)[0].counts
+                emptied = ()
+            return self._candidates(problem, alloc, only=fixed.recipe, emptied=emptied,
+                                    suffix=fixed.suffix if emptied else "")[0].counts
         images = _first_images(data, self.config.select_images)
         refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
