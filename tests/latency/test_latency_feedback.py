@@ -129,6 +129,26 @@ def test_interleaved_timing_runs_fast_models_long_enough(monkeypatch):
     assert calls[2:][:runs + 1] == ["fast"] * (runs + 1) and calls[-(runs + 1):] == ["fast"] * (runs + 1)
 
 
+def test_a_speedup_measurement_times_each_model_long_enough(monkeypatch):
+    """min_model_s adds rounds (up to max_rounds) until the faster model is timed about that long."""
+    import time as _time
+    from onnxprune.latency import measure
+    calls: list[str] = []
+
+    def runner(model, engine, batch):
+        def fn():
+            calls.append(model)
+            _time.sleep(0.002)
+        return fn
+    monkeypatch.setattr(measure, "_runner", runner)
+    measure.measure_models(["a", "b"], None, 1, rounds=2, runs=2, min_round_s=0.0, min_model_s=0.08)
+    rounds = (len(calls) - 2) // 6              # after one call each; a round: 2 x (1 untimed + 2 timed)
+    assert rounds >= 10                         # ~0.08 s / (2 runs x ~2 ms) = ~20 rounds, not the 2 asked
+    calls.clear()
+    measure.measure_models(["a", "b"], None, 1, rounds=2, runs=2, min_round_s=0.0, min_model_s=10.0, max_rounds=6)
+    assert len(calls) == 2 + 6 * 2 * 3          # capped at max_rounds
+
+
 def test_a_landing_round_is_timed_again_before_the_loop_stops():
     """A noisy timing that lands once within the tolerance is checked by a second timing; the
     round's cut is the mean of the two, and the loop goes on when the mean misses."""
