@@ -1,7 +1,8 @@
 """The prune job end to end: analysis → budget allocation → channel selection → rewrite → verify.
 
-``prune(model, PruneConfig(...))`` returns a :class:`PruneResult` holding the pruned model, the
-plan and the verification report; the CLI writes them to disk.
+:class:`Pruner` holds the stages in order; branch removal (``branches``), a latency budget met by
+measurement (``measured_latency``), the config (``config``) and calibration data (``calibration``)
+live beside it.
 """
 from __future__ import annotations
 
@@ -14,172 +15,25 @@ import numpy as np
 import onnx
 
 from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
-                                ratio_counts, repair, resolve_multiples)
+                                ratio_counts, repair)
 from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
-from onnxprune.allocate.emptied import (BRANCH_TIMING_S, DISTANCE_TOLERANCE, overshoots, pick_fastest_within,
-                                        removal_sizes, without_groups)
+from onnxprune.allocate.emptied import overshoots, without_groups
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
-from onnxprune.errors import BudgetError, DataError, PlanError, VerificationError
+from onnxprune.errors import BudgetError, PlanError, VerificationError
 from onnxprune.log import get_logger, quieted
+from onnxprune.pipeline.calibration import check_calibration, data_batches, first_images
+from onnxprune.pipeline.config import WEIGHT_CRITERIA, PruneConfig
 from onnxprune.rewrite.plan import Plan
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.scoring.selection import group_scores, select_all, span_floors
 from onnxprune.verify.oracle import VerifyReport, compare
 
-__all__ = ["PruneConfig", "PruneResult", "Pruner", "prune", "METHODS", "DEFAULT_METHOD",
-           "DEFAULT_DATA_METHOD"]
+__all__ = ["PruneResult", "Pruner", "prune", "QUICK_REFIT_POSITIONS"]
 
 log = get_logger(__name__)
 
-
-METHODS = {
-    # name: (allocation, criterion, layer weights for convex/linear allocation)
-    "infoconc": ("convex", "shapley", "concentration"),   # Chen & Wang: information concentration + Shapley
-    "itpruner": ("convex", "l1", "nhsic"),                # ITPruner: nHSIC importance + L1 in-layer
-    "uniform-l1": ("uniform", "l1", None),
-    "uniform-hrank": ("uniform", "hrank", None),
-}
-DEFAULT_METHOD = "uniform-l1"          # no method, allocation or criterion given, no data
-DEFAULT_DATA_METHOD = "infoconc"       # the same with calibration data
-DATA_CRITERIA = {"shapley", "shapley-mc", "hrank"}
 QUICK_REFIT_POSITIONS = 32     # the candidates' quick refit: output positions per image (the prune's refit: 64)
-WEIGHT_CRITERIA = {"l1", "l2", "fpgm", "random"}
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    """What to remove and how. Give one of the budgets (MACs and params may be combined).
-
-    ``method`` picks a preset for allocation / criterion / weights; any of the three given
-    explicitly overrides the preset. With none of method / allocation / criterion given the preset
-    is ``uniform-l1`` (data-free); :meth:`Pruner.fit` picks ``infoconc`` when calibration data is
-    given (see :meth:`with_default_method`). ``round_to`` is one channel multiple for every group,
-    a mapping group id -> multiple, or ``"latency"``: per group, the step the ``target`` engine runs
-    fast at ``batch`` (measured, see onnxprune.latency.steps). ``latency_reduction`` is a budget on
-    the latency measured on the ``target`` engine at ``batch``, met by up to ``latency_rounds`` timed
-    pruned models (onnxprune.latency.feedback). ``latency_shape`` says what shapes the allocation
-    across groups: ``"macs"`` (default) searches the MACs budget whose allocation (information
-    weights, per-group channel steps, branch removal) lands on the measured cut; ``"tables"`` puts
-    the per-layer latency tables into the convex program as a latency budget (channels only: with
-    the branches its first round chose kept, ResNet-56 lost 17 points at a 30 % cut).
-    ``channel_choice`` says which channels of a group go once its count is set: ``"criterion"`` (the
-    criterion's top scores) or ``"reconstruction"`` (greedy elimination on the least squares of the
-    layers that read the group, onnxprune.scoring.reconstruction); None: reconstruction when the
-    prune refits (``recover="reconstruct"`` with data), since the refit then makes up for what goes.
-    ``latency_rounds=0`` trusts the tables' prediction alone (always the "tables" shape).
-    """
-    flops_reduction: float | None = None     # fraction of MACs (= of FLOPs) to remove
-    params_reduction: float | None = None    # fraction of parameters to remove
-    ratio: float | None = None               # fraction of channels removed from every group
-    latency_reduction: float | None = None   # fraction of measured latency (target, batch) to remove
-    target: str = "cpu"                      # latency engine: cpu | cuda | tensorrt
-    batch: int = 1                           # batch size the latency is measured at
-    method: str | None = None                # infoconc | itpruner | uniform-l1 | uniform-hrank
-    allocation: str | None = None            # uniform | global | convex | linear
-    criterion: str | None = None             # l1 | l2 | fpgm | random | hrank | shapley
-    weights: str | None = None               # concentration | nhsic (convex/linear allocation)
-    round_to: int | Mapping[int, int] | str = 1   # multiples of this (per group), or "latency"
-    min_keep: float = 0.1                    # convex/linear: no group below this keep-ratio
-    beta: float = 500.0                      # ITPruner's β in α = exp(-β s̃)
-    fusion: str = "geometric"                # rank/entropy fusion: geometric | harmonic | convex
-    shapley_permutations: int = 8            # shapley-mc: Monte-Carlo permutations per group
-    shapley_mc_images: int = 32              # shapley-mc: images per coalition value
-    temperatures: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)   # convex/linear: weight sharpness candidates
-    select_images: int = 128                 # calibration images that pick among the candidates
-    select_refit_images: int = 256           # with recover: the candidates' quick refit uses the images after those
-    lam: float = 0.5                         # fusion weight λ of the rank
-    seed: int = 0
-    verify: bool = True
-    rtol: float = 1e-5
-    recover: str = "reconstruct"             # reconstruct (when calibration data is given) | none
-    recover_images: int | None = None        # calibration images for the refit (None: all given)
-    recover_memory_mb: int = 1024            # refit: cap on the activations stored between waves
-    channel_choice: str | None = None        # reconstruction | criterion (None: reconstruction when refitted)
-    simplify: bool = True                    # fold static sub-graphs, drop no-op Pad/Slice after the rewrite
-    latency_rounds: int = 6                  # latency budget: measured allocate-time-correct rounds (0: tables only)
-    latency_shape: str = "macs"              # latency budget met through: macs (a MACs budget searched) | tables (a latency budget)
-    remove_branches: str = "auto"            # auto: with per-group latency steps, judge candidates that empty whole residual branches | off
-    branch_tolerance: float = DISTANCE_TOLERANCE   # branch removal: output distance allowed above the channels-only choice's (fraction)
-    max_branches: int = 8                    # branch removal: at most this many branches removed
-
-    def resolved(self) -> tuple[str, str, str | None]:
-        alloc, crit, weights = METHODS.get(self.method or DEFAULT_METHOD)
-        return (self.allocation or alloc, self.criterion or crit, self.weights or weights)
-
-    @property
-    def method_unspecified(self) -> bool:
-        return self.method is None and self.allocation is None and self.criterion is None
-
-    def with_default_method(self, has_data: bool) -> "PruneConfig":
-        """This config with the default preset made explicit: infoconc with data, else uniform-l1."""
-        if not self.method_unspecified:
-            return self
-        if has_data:
-            log.info("no method given: calibration data is available, using %s", DEFAULT_DATA_METHOD)
-            return dataclasses.replace(self, method=DEFAULT_DATA_METHOD)
-        log.info("no method given and no calibration data: using the data-free %s; calibration data "
-                 "(--data) would enable %s", DEFAULT_METHOD, DEFAULT_DATA_METHOD)
-        return dataclasses.replace(self, method=DEFAULT_METHOD)
-
-    @property
-    def needs_data(self) -> bool:
-        alloc, crit, _ = self.resolved()
-        return crit in DATA_CRITERIA or alloc in ("convex", "linear")
-
-    def validate(self) -> None:
-        given = [x for x in (self.flops_reduction, self.params_reduction, self.ratio, self.latency_reduction)
-                 if x is not None]
-        if len(given) == 0:
-            raise BudgetError("give a budget: --flops-reduction F, --params-reduction F, --latency-reduction F "
-                              "or --ratio R")
-        for name in ("flops_reduction", "params_reduction", "ratio", "latency_reduction"):
-            v = getattr(self, name)
-            if v is not None and not (0.0 <= v < 1.0):
-                raise BudgetError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
-        if self.ratio is not None and len(given) > 1:
-            raise BudgetError("--ratio sets every group's ratio; it cannot be combined with a reduction budget")
-        if self.target not in ("cpu", "cuda", "tensorrt"):
-            raise BudgetError(f"--target must be cpu, cuda or tensorrt, got {self.target!r}")
-        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
-            raise BudgetError(f"--batch must be a positive integer, got {self.batch!r}")
-        try:
-            if self.round_to != "latency":
-                resolve_multiples(self.round_to, self.round_to.keys() if isinstance(self.round_to, Mapping) else [0])
-        except BudgetError:
-            raise BudgetError(f"--round-to must be a positive integer (or a mapping group -> positive "
-                              f"integer, or 'latency'), got {self.round_to!r}") from None
-        if self.method is not None and self.method not in METHODS:
-            raise BudgetError(f"unknown method {self.method!r}: choose {', '.join(METHODS)}")
-        alloc, crit, weights = self.resolved()
-        if alloc not in ("uniform", "global", "convex", "linear"):
-            raise BudgetError(f"unknown allocation {alloc!r}: choose uniform, global, convex or linear")
-        if crit not in DATA_CRITERIA | WEIGHT_CRITERIA:
-            raise BudgetError(f"unknown criterion {crit!r}: choose {', '.join(sorted(DATA_CRITERIA | WEIGHT_CRITERIA))}")
-        if alloc in ("convex", "linear") and weights not in ("concentration", "nhsic"):
-            raise BudgetError(f"{alloc} allocation needs --weights concentration or nhsic")
-        if self.recover not in ("reconstruct", "none"):
-            raise BudgetError(f"unknown recovery {self.recover!r}: choose reconstruct or none")
-        if self.channel_choice not in (None, "reconstruction", "criterion"):
-            raise BudgetError(f"unknown channel choice {self.channel_choice!r}: choose reconstruction or criterion")
-        if self.recover_images is not None and self.recover_images < 1:
-            raise BudgetError(f"--recover-images must be >= 1, got {self.recover_images}")
-        if isinstance(self.recover_memory_mb, bool) or not isinstance(self.recover_memory_mb, int) \
-                or self.recover_memory_mb < 1:
-            raise BudgetError(f"--recover-memory must be an integer >= 1 (MB), got {self.recover_memory_mb!r}")
-        if isinstance(self.latency_rounds, bool) or not isinstance(self.latency_rounds, int) or self.latency_rounds < 0:
-            raise BudgetError(f"--latency-rounds must be a non-negative integer, got {self.latency_rounds!r}")
-        if isinstance(self.branch_tolerance, bool) or not isinstance(self.branch_tolerance, (int, float)) \
-                or not 0 <= self.branch_tolerance < 10:
-            raise BudgetError(f"--branch-tolerance must be a number in [0, 10), got {self.branch_tolerance!r}")
-        if isinstance(self.max_branches, bool) or not isinstance(self.max_branches, int) or self.max_branches < 1:
-            raise BudgetError(f"--max-branches must be a positive integer, got {self.max_branches!r}")
-        if self.remove_branches not in ("auto", "off"):
-            raise BudgetError(f"unknown branch removal {self.remove_branches!r}: choose auto or off")
-        if self.latency_shape not in ("macs", "tables"):
-            raise BudgetError(f"unknown latency shape {self.latency_shape!r}: choose macs or tables")
-        if not 0 < self.min_keep <= 1:
-            raise BudgetError(f"--min-keep must be in (0, 1], got {self.min_keep}")
 
 
 @dataclass
@@ -189,49 +43,6 @@ class PruneResult:
     analysis: Analysis
     report: VerifyReport | None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _data_batches(data, batch_size: int):
-    """Batches of images from an ndarray or an onnxprune.data.Dataset."""
-    if isinstance(data, np.ndarray):
-        for i in range(0, len(data), batch_size):
-            yield data[i:i + batch_size]
-    else:
-        for x, _ in data.batches(batch_size):
-            yield x
-
-
-def _first_images(data, n: int, skip: int = 0) -> np.ndarray:
-    """Calibration images ``skip`` to ``skip + n`` as one array (fewer when the data ends first)."""
-    out, seen, want = [], 0, skip + n
-    for x in _data_batches(data, min(want, 64)):
-        x = np.asarray(x, np.float32)
-        lo, hi = max(skip - seen, 0), min(want - seen, len(x))
-        if hi > lo:
-            out.append(x[lo:hi])
-        seen += len(x)
-        if seen >= want:
-            break
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
-
-
-def _input_shape(model: onnx.ModelProto) -> list:
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
-
-
-def check_calibration(model: onnx.ModelProto, data) -> None:
-    """DataError naming the model input when ``data`` (an array or a Dataset) does not fit it."""
-    from onnxprune.data import Dataset, check_against_input
-    if not isinstance(data, (np.ndarray, Dataset)):
-        raise DataError(f"calibration data must be a NumPy array or an onnxprune Dataset, got "
-                        f"{type(data).__name__} (model input '{model.graph.input[0].name}')")
-    if isinstance(data, np.ndarray) and len(data) == 0:
-        raise DataError(f"calibration data is empty (model input '{model.graph.input[0].name}')")
-    if isinstance(data, np.ndarray):    # raw pixels, NHWC, wrong size or dtype: one message naming the input
-        from onnxprune.data import as_model_batch
-        as_model_batch(data, _input_shape(model), model.graph.input[0].name, source="calibration data")
-    check_against_input(data, _input_shape(model), model.graph.input[0].name, source="calibration data")
 
 
 class Pruner:
@@ -283,7 +94,7 @@ class Pruner:
         total = len(data)
         self._mc_images = []
         kept_images = 0
-        for x, outs in session.stream_with_inputs(_data_batches(data, bs), total=total):
+        for x, outs in session.stream_with_inputs(data_batches(data, bs), total=total):
             stats.update(outs)
             if crit == "shapley-mc" and kept_images < self.config.shapley_mc_images:
                 self._mc_images.append(x[:self.config.shapley_mc_images - kept_images])
@@ -337,7 +148,7 @@ class Pruner:
         reconstruction) by their greedy elimination order, on the refit's first images."""
         from onnxprune.scoring.reconstruction import CHOICE_IMAGES, reconstruction_scores
         t0 = time.perf_counter()
-        images = _first_images(data, min(self.config.recover_images or len(data), CHOICE_IMAGES))
+        images = first_images(data, min(self.config.recover_images or len(data), CHOICE_IMAGES))
         found = reconstruction_scores(model, self.analysis_, images, provider=self.provider,
                                       batch_mb=self.calib_batch_mb, seed=self.config.seed)
         self.scores_.update(found)
@@ -367,7 +178,7 @@ class Pruner:
         the selection images themselves when the data holds too few others."""
         if self.config.recover != "reconstruct" or self.config.select_refit_images <= 0:
             return None
-        rest = _first_images(data, self.config.select_refit_images, skip=len(images))
+        rest = first_images(data, self.config.select_refit_images, skip=len(images))
         if len(rest) >= min(32, self.config.select_refit_images):
             return rest
         log.info("allocation: only %d calibration images besides the %d that judge the candidates; "
@@ -417,65 +228,6 @@ class Pruner:
         return [Candidate(c.name + suffix, self._exact_repair(problem, c.counts, tuple(emptied), full), c.notes,
                           tuple(emptied), c.name) for c in out]
 
-    def _branch_candidates(self, problem: AllocationProblem, alloc: str, best: Candidate,
-                           images: np.ndarray, reference: list[np.ndarray]) -> list[Candidate]:
-        """Candidates that empty the k emptiable groups (analysis.emptiable; each with its upstream
-        groups) of least harm per time saved (harm: output distance of the model with that branch
-        alone removed, one-shot; time: measured, see _branch_time_saved), with ``best``'s recipe
-        for the rest of the budget."""
-        from onnxprune.allocate.candidates import output_distance
-        from onnxprune.analysis.emptiable import Emptying, emptiable_groups
-        members = {g: e.groups for g, e in emptiable_groups(self.analysis_).items()
-                   if isinstance(e, Emptying) and set(e.groups) <= set(problem.channels)}
-        if not members:
-            return []
-        harm = {g: output_distance(reference, self._pruned_outputs(dict.fromkeys(m, 0), images))
-                for g, m in members.items()}
-        saved = self._branch_time_saved(members)      # a branch with no timed layer saves ~nothing
-        saved = {g: saved.get(g, 1e-6) for g in members}
-        order = sorted(members, key=lambda g: (harm[g] / saved[g], g))
-        log.info("branch removal: %d emptiable group(s); least harm per time saved: %s", len(members),
-                 ", ".join(f"{g} ({harm[g]:.4f}, {100 * saved[g]:.1f} %)" for g in order[:8]))
-        recipe = best.name.split(",")[0]
-        out = []
-        for k in removal_sizes(len(order), self.config.max_branches):
-            gone = tuple(h for g in order[:k] for h in members[g])
-            if overshoots(problem, gone):
-                log.info("branch removal: removing %d branches alone would cut more than the budget asks", k)
-                break
-            try:
-                out += self._candidates(problem, alloc, only=recipe, emptied=gone, suffix=f", {k} branch(es) removed")
-            except BudgetError:
-                break
-        return out
-
-    def _branch_time_saved(self, members: Mapping[int, tuple[int, ...]]) -> dict[int, float]:
-        """Share of the model's time one removed branch saves, measured in the network: each class of
-        like groups (same width and layer shapes) is emptied together and timed against the
-        unpruned model, interleaved; the class's saving is split evenly over its groups."""
-        from onnxprune.latency.measure import measure_models
-        from onnxprune.latency.model import counts_model
-        from onnxprune.latency.steps import like_groups
-        by_id = {g.id: g for g in self.analysis_.groups}
-        classes = like_groups(self.latency_, [by_id[g] for g in members])
-        models = [self.model_] + [counts_model(self.analysis_, {h: 0 for g in like for h in members[g.id]})
-                                  for like in classes]
-        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=3, runs=2,
-                               budget_s=BRANCH_TIMING_S)
-        out = {}
-        for like, t in zip(classes, times[1:]):
-            share = max(times[0] - t, 0.0) / times[0] / len(like)
-            out.update(dict.fromkeys((g.id for g in like), max(share, 1e-6)))
-        return out
-
-    def _measured_latencies(self, candidates: list[Candidate]) -> dict[str, float]:
-        """Seconds per batch of each candidate's pruned model on the latency engine, interleaved."""
-        from onnxprune.latency.measure import measure_models
-        models = [self._pruned_model(c.counts)[1] for c in candidates]
-        times = measure_models(models, self.latency_.engine, self.latency_.batch, rounds=3, runs=2,
-                               budget_s=BRANCH_TIMING_S)
-        return {c.name: t for c, t in zip(candidates, times)}
-
     def _select_allocation(self, problem: AllocationProblem, data, alloc: str) -> dict[int, int]:
         """Keep the candidate whose pruned model's outputs stay closest to the unpruned model's on
         calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
@@ -488,11 +240,12 @@ class Pruner:
                 emptied = ()
             return self._candidates(problem, alloc, only=fixed.recipe, emptied=emptied,
                                     suffix=fixed.suffix if emptied else "")[0].counts
-        images = _first_images(data, self.config.select_images)
+        images = first_images(data, self.config.select_images)
         refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
         candidates = self._candidates(problem, alloc)
+        from onnxprune.pipeline.branches import with_branch_candidates
         branches = self.config.remove_branches == "auto" and bool(self.latency_steps_) and not (
             self.config.latency_reduction is not None and self.config.latency_shape == "tables")
         if refit_images is not None and len(candidates) > 1:
@@ -502,7 +255,7 @@ class Pruner:
         after = None if refit_images is None else f"a refit on {len(refit_images)} images"
         choice = choose_candidate(candidates, judge, reference, session.output_names, after=after)
         if branches:
-            choice = self._with_branch_candidates(problem, alloc, choice, judge, images, reference,
+            choice = with_branch_candidates(self, problem, alloc, choice, judge, images, reference,
                                                   session.output_names, after)
         self.choice_ = choice
         self.notes.extend(choice.candidate.notes)
@@ -513,37 +266,6 @@ class Pruner:
             a, d = choice.scores[choice.candidate.name]
             log.info("allocation: %s (agreement %.1f%%, distance %.3f)", choice.candidate.name, 100 * (1 - a), d)
         return choice.candidate.counts
-
-    def _with_branch_candidates(self, problem, alloc, choice: Choice, judge, images, reference,
-                                output_names, after) -> Choice:
-        """Judge the branch-removal candidates like the others; time them and the channels-only choice
-        on the latency engine; keep the fastest whose output distance is within the tolerance of
-        that choice's. (The quick refit on a few images favours candidates with fewer kept
-        channels, i.e. without removed branches: on ResNet-56 at -45.5 % MACs the candidate that
-        removed 6 branches judged 0.40 against 0.28 and refitted on all images scored 89.6 % top-1
-        against 88.4 %.)"""
-        extra = self._branch_candidates(problem, alloc, choice.candidate, images, reference)
-        if not extra:
-            return choice
-        log.info("branch removal: judging %d candidate(s) %s", len(extra), f"after {after}" if after else "")
-        more = choose_candidate(extra, judge, reference, output_names, after=after)
-        scores = {**choice.scores, **more.scores}
-        base = choice.candidate.name          # the channels-only choice: the reference
-        timed = [choice.candidate] + extra
-        latency = self._measured_latencies(timed)
-        names = [c.name for c in timed]
-        for c in timed:
-            log.info("  %s: distance %.4f, %.2f ms per batch of %d", c.name, scores[c.name][1],
-                     1e3 * latency[c.name], self.latency_.batch)
-        tol = self.config.branch_tolerance
-        pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, base, tol)
-        self.notes.append(f"branch removal: {pick} chosen, measured {latency[base] / latency[pick]:.2f}x the "
-                          f"speed of the channels-only choice ({base}), output distance "
-                          f"{scores[pick][1]:.4f} vs {scores[base][1]:.4f} (tolerance {100 * tol:.0f} %)")
-        log.info("%s", self.notes[-1])
-        return Choice(next(c for c in timed if c.name == pick),
-                      choice.criterion + f"; then, with branches removed, the measured fastest within "
-                      f"{100 * tol:.0f} % of that choice's distance", scores)
 
     def _scaled(self, problem, w: dict[int, float]) -> dict[int, float]:
         """Σ w_g log x_g counts every group alike; scale each by its cost elasticity
@@ -625,7 +347,8 @@ class Pruner:
         (onnxprune.latency.feedback) unless ``latency_rounds`` is 0."""
         from onnxprune.latency.hooks import OVERSHOOT, overshoot, relaxed_steps
         if self.config.latency_reduction is not None and self.config.latency_rounds > 0:
-            return self._allocate_measured(data)
+            from onnxprune.pipeline.measured_latency import allocate_measured
+            return allocate_measured(self, data)
         relax = bool(self.latency_steps_) and self.config.latency_reduction is None
         while True:
             finer = relaxed_steps(self.config.round_to) if relax else None
@@ -643,41 +366,6 @@ class Pruner:
                 why = f"cannot meet the budget ({exc})"
             log.info("channel steps %s; trying finer steps", why)
             self.config = dataclasses.replace(self.config, round_to=finer)
-
-    def _allocate_measured(self, data) -> None:
-        """Allocate at internal budgets until the pruned model's measured cut on the target lands
-        within a tolerance of the request (see onnxprune.latency.feedback). The internal budget is a
-        MACs cut (``latency_shape`` "macs") or a cut of the tables' latency ("tables")."""
-        from onnxprune.latency.feedback import meet_measured_latency
-        from onnxprune.latency.measure import measure_pair
-        notes_before = list(self.notes)
-        shape = "macs_budget" if self.config.latency_shape == "macs" else "latency_budget"
-        start = max(self.config.latency_reduction, self.config.flops_reduction or 0.0) \
-            if shape == "macs_budget" else self.config.latency_reduction
-
-        def attempt(budget):
-            # the first round chooses the candidate (weight sharpness); later rounds keep it and move
-            # only the budget, so a round costs one allocation and one timing
-            self.notes = list(notes_before)
-            allocation = self._allocate(data, **{shape: budget})
-            self._fixed_candidate = None if self.choice_ is None else self.choice_.candidate
-            return allocation, select_all(self.analysis_, allocation, self.scores_), list(self.notes), self.choice_
-
-        def measure(result):
-            pruned = apply_plan(self.analysis_, Plan.build(self.analysis_, result[1]), check=False)
-            got = measure_pair(self.model_, pruned, self.latency_.engine, self.latency_.batch)
-            return 1 - got["pruned_s"] / got["original_s"], got["speedup"]
-
-        try:
-            best, rounds = meet_measured_latency(self.config.latency_reduction, attempt, measure,
-                                                 rounds=self.config.latency_rounds, start=start)
-        finally:
-            self._fixed_candidate = None
-        self.allocation_, self.kept_, self.notes, self.choice_ = best.result
-        self.latency_feedback_ = [r.to_dict() for r in rounds]
-        what = "MACs" if shape == "macs_budget" else "table latency"
-        self.notes.append(f"latency budget met by measurement: internal {what} budget {100 * best.budget:.1f} % "
-                          f"measured {100 * best.measured:.1f} % ({len(rounds)} round(s))")
 
     def _allocate(self, data, latency_budget: float | None = None, macs_budget: float | None = None) -> dict[int, int]:
         """Counts per group under the config's budgets. The measured feedback's internal budget is
