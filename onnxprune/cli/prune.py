@@ -82,7 +82,7 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "allocations that remove whole residual branches (a block whose output only joins the "
                         "residual sum), the least harmful per measured time saved first, spending the rest of the "
                         "budget on channels; the fastest on --target within --branch-tolerance of the best output "
-                        "distance wins. A branch removed frees all its layers' time, where a channel cut "
+                        "distance wins (timings within 3%% of the fastest count as equal: the closest of those). A branch removed frees all its layers' time, where a channel cut "
                         "below the engine's block saves little. A latency budget's measured rounds keep the "
                         "branches its first round chose. off: channels only")
     g.add_argument("--branch-tolerance", type=float, default=0.5, metavar="F",

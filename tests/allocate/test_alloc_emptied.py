@@ -57,6 +57,18 @@ def test_pick_fastest_within_tolerance():
     assert pick_fastest_within(names, dist, lat, "a", 0.15) == "a"     # ties keep the order
 
 
+def test_timings_within_the_slack_count_as_equally_fast():
+    """A candidate barely faster than a closer one (inside the timing noise) does not win."""
+    names = ["a", "b", "c"]
+    dist = {"a": 0.30, "b": 0.25, "c": 0.40}
+    lat = {"a": 36.0, "b": 34.0, "c": 33.3}
+    assert pick_fastest_within(names, dist, lat, "a", 0.5, slack=0.0) == "c"
+    assert pick_fastest_within(names, dist, lat, "a", 0.5, slack=0.03) == "b"     # 34.0 within 3 % of 33.3
+    assert pick_fastest_within(names, dist, lat, "a", 0.5, slack=0.10) == "b"     # a too, but b is closer
+    lat["a"] = 33.5
+    assert pick_fastest_within(names, dist, {**lat, "b": 40.0}, "a", 0.5) == "a"   # c barely faster, a closer
+
+
 def test_pipeline_removes_branches_when_they_are_fastest(fake_engine, assets, exported):
     """Fake engine (a model's time is the sum of its layers' table times), pretrained ResNet-20 and
     real images: the candidates that remove residual branches are the fastest; with a wide tolerance
