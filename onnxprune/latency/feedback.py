@@ -12,7 +12,9 @@ interleaved on the target, and moves the internal budget by a secant step toward
 cut. A round that lands within the tolerance is timed a second time and the two cuts averaged
 before the loop stops (on a shared CPU one timing of a 1 ms model landed within 3 points where a
 re-timing measured 10 points short). The round whose measured cut lands closest to the request is
-kept; every round is recorded.
+kept; every round is recorded. When the largest internal budget the allocator can meet was timed
+and still fell short of the request by more than the tolerance, the budget is out of reach: a
+BudgetError names the largest cut measured.
 """
 from __future__ import annotations
 
@@ -110,4 +112,18 @@ def meet_measured_latency(requested: float, attempt: Callable[[float], object],
             break
         budget = min(_next_budget(history, requested), ceiling - 1e-3)
     best = min((r for r in history if r.measured is not None), key=lambda r: abs(r.measured - requested))
+    _check_reachable(history, requested, tolerance)
     return best, history
+
+
+def _check_reachable(history: list[FeedbackRound], requested: float, tolerance: float) -> None:
+    """BudgetError when a round at (or within 2 points below) the largest internal budget the
+    allocator meets was timed and every measured cut stays short of the request by more than the
+    tolerance: no allocation reaches it. Rounds that merely ran out leave the closest round kept."""
+    ok = [r for r in history if r.measured is not None]
+    top = max(ok, key=lambda r: r.measured)
+    ceiling = min([r.budget for r in history if r.measured is None] + [MAX_INTERNAL])
+    if top.measured < requested - tolerance and max(r.budget for r in ok) >= ceiling - 0.02:
+        raise BudgetError(f"a measured latency cut of {100 * requested:.1f} % is out of reach: the largest "
+                          f"cut measured was {100 * top.measured:.1f} % ({top.speedup:.2f}x), at the largest "
+                          f"internal budget the allocation meets ({100 * max(r.budget for r in ok):.1f} %)")

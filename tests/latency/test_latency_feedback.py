@@ -163,3 +163,26 @@ def test_a_landing_round_is_timed_again_before_the_loop_stops():
     best, rounds = meet_measured_latency(0.4, attempt, measure, rounds=4)
     assert [round(r.measured, 4) for r in rounds] == [0.30, 0.30, 0.40]
     assert best is rounds[-1] and best.speedup == pytest.approx(1 / 0.6)
+
+
+def test_a_latency_cut_beyond_the_largest_allocation_is_refused():
+    """The allocator meets internal budgets up to 0.7; the model at 0.7 measures a 35 % cut: a 60 %
+    request is out of reach and the error names the largest cut measured."""
+    from onnxprune.errors import BudgetError
+
+    def attempt(b):
+        if b > 0.7:
+            raise BudgetError("no allocation")
+        return b
+
+    def measure(b):
+        cut = b / 2
+        return cut, 1 / (1 - cut)
+    with pytest.raises(BudgetError, match=r"60\.0 % is out of reach: the largest cut measured was 35\.0 %"):
+        meet_measured_latency(0.6, attempt, measure, rounds=8)
+
+
+def test_rounds_that_run_out_keep_the_closest_round():
+    """Short of the request after the last round, but the largest budget was never tried: no error."""
+    best, rounds = meet_measured_latency(0.6, lambda b: b, lambda b: (b / 3, 1 / (1 - b / 3)), rounds=2)
+    assert len(rounds) == 2 and best is max(rounds, key=lambda r: r.measured)
