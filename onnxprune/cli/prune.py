@@ -56,11 +56,11 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-reduction", type=float, metavar="F",
                    help="remove this fraction of the latency measured on --target at --batch: up to "
                         "--latency-rounds pruned models are timed against the original and the budget "
-                        "corrected until the measured cut lands within 3 points (may be combined with "
+                        "corrected until the measured cut lands within 2 points (may be combined with "
                         "MACs/params budgets)")
     g.add_argument("--latency-rounds", type=int, default=6, metavar="K",
                    help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
-                        "the original, correct the budget (stops within 3 points of the request, confirmed by a "
+                        "the original, correct the budget (stops within 2 points of the request, confirmed by a "
                         "second timing: repeated timings of one model differ by a few points); 0 trusts the "
                         "tables' prediction alone")
     g.add_argument("--latency-shape", choices=["macs", "tables"], default="macs",

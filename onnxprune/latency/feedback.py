@@ -28,7 +28,7 @@ __all__ = ["FeedbackRound", "meet_measured_latency", "TOLERANCE"]
 
 log = get_logger(__name__)
 
-TOLERANCE = 0.03        # stop once the measured cut is within this of the request (absolute)
+TOLERANCE = 0.02        # stop once the measured cut is within this of the request (absolute)
 MAX_INTERNAL = 0.95     # the internal budget never asks for more than this cut
 MAX_STEP = 0.15         # one round moves the internal budget by at most this much
 

@@ -167,7 +167,8 @@ def test_a_landing_round_is_timed_again_before_the_loop_stops():
 
 def test_a_latency_cut_beyond_the_largest_allocation_is_refused():
     """The allocator meets internal budgets up to 0.7; the model at 0.7 measures a 35 % cut: a 60 %
-    request is out of reach and the error names the largest cut measured."""
+    request is out of reach and the error names the largest cut measured (the search gets within
+    2 points of 0.7, so a little under 35 %)."""
     from onnxprune.errors import BudgetError
 
     def attempt(b):
@@ -178,7 +179,7 @@ def test_a_latency_cut_beyond_the_largest_allocation_is_refused():
     def measure(b):
         cut = b / 2
         return cut, 1 / (1 - cut)
-    with pytest.raises(BudgetError, match=r"60\.0 % is out of reach: the largest cut measured was 35\.0 %"):
+    with pytest.raises(BudgetError, match=r"60\.0 % is out of reach: the largest cut measured was 3[45]\.\d %"):
         meet_measured_latency(0.6, attempt, measure, rounds=8)
 
 
