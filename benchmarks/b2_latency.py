@@ -12,6 +12,8 @@ accuracy interpolated at each latency-budget model's measured latency.
 
 Usage: python benchmarks/b2_latency.py [--quick] [--models resnet56,resnet50,mobilenetv2]
                                        [--latency-shapes tables,macs] [--name NAME] [--batches resnet56:64,...]
+                                       [--budgets 0.2,0.3,0.4,0.5] [--macs-grid 0.3,0.55,0.65,0.75 | --macs-grid ""]
+                                       [--no-defaults]
 The machine load (``uptime``) is recorded: latency measured on a shared machine is noisy.
 Writes benchmarks/results/b2_latency_budgets{_quick}.{json,md}.
 """
@@ -141,6 +143,13 @@ def main() -> None:
     ap.add_argument("--batches", default=None, metavar="MODEL:B,...",
                     help="run only these model/batch pairs (e.g. resnet56:64,resnet50:1; default: "
                          + ", ".join(f"{m} {'/'.join(map(str, b))}" for m, b in BATCHES.items()) + ")")
+    ap.add_argument("--budgets", default=None, metavar="F,...",
+                    help="latency budgets to request (default " + ",".join(map(str, BUDGETS)) + ")")
+    ap.add_argument("--macs-grid", default=None, metavar="F,...",
+                    help="MACs budgets for the equal-latency accuracy, besides 0.455 (default "
+                         + ",".join(map(str, MACS_GRID)) + "; empty: none)")
+    ap.add_argument("--no-defaults", action="store_true",
+                    help="skip the --flops-reduction 0.455 default and exact-count rows")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     import onnxruntime as ort
@@ -149,6 +158,10 @@ def main() -> None:
     configure(0)
     models = ["resnet56"] if args.quick else args.models.split(",")
     budgets, grid = ((0.3, 0.4), (0.3, 0.455, 0.6)) if args.quick else (BUDGETS, MACS_GRID)
+    if args.budgets is not None:
+        budgets = tuple(float(x) for x in args.budgets.split(",") if x)
+    if args.macs_grid is not None:
+        grid = tuple(float(x) for x in args.macs_grid.split(",") if x)
     rounds = 3 if args.quick else args.rounds
     results = {"mode": "quick" if args.quick else "full", "ort": ort.__version__, "cpu": _cpu_model_and_flags()[0],
                "threads": os.cpu_count(), "load_start": load(), "models": {}}
@@ -177,9 +190,10 @@ def main() -> None:
                 for b in budgets:
                     run(f"latency {100 * b:.0f}% ({shape} shape)", latency_reduction=b, round_to="latency",
                         latency_shape=shape)
-            run("macs 45.5% default steps", flops_reduction=0.455, round_to="latency")
-            run("macs 45.5% exact counts", flops_reduction=0.455, round_to=1)
-            if r.test is not None:
+            if not args.no_defaults:
+                run("macs 45.5% default steps", flops_reduction=0.455, round_to="latency")
+                run("macs 45.5% exact counts", flops_reduction=0.455, round_to=1)
+            if r.test is not None and grid:
                 for f in grid:
                     if f != 0.455:
                         run(f"macs {100 * f:.1f}% default steps", flops_reduction=f, round_to="latency")
