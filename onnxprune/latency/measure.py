@@ -64,9 +64,11 @@ def measure_models(models: list[onnx.ModelProto], engine: Engine, batch: int, ro
 
 
 def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Engine, batch: int,
-                 rounds: int = 7, runs: int = 3, min_model_s: float = MIN_MODEL_S, max_rounds: int = 40) -> dict:
+                 rounds: int = 7, runs: int = 3, min_model_s: float | None = None, max_rounds: int = 40) -> dict:
     """Seconds per batch of both models (see :func:`measure_models`; at least ``rounds`` rounds,
-    more while a model has been timed less than ``min_model_s``) and the speed-up original / pruned."""
+    more while a model has been timed less than ``min_model_s``, default ``MIN_MODEL_S``) and the
+    speed-up original / pruned."""
+    min_model_s = MIN_MODEL_S if min_model_s is None else min_model_s
     a, b = measure_models([original, pruned], engine, batch, rounds, runs, max_rounds=max_rounds,
                           min_model_s=min_model_s)
     return {"original_s": a, "pruned_s": b, "speedup": a / b if b > 0 else float("nan"),
