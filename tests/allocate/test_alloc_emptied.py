@@ -69,7 +69,13 @@ def test_timings_within_the_slack_count_as_equally_fast():
     assert pick_fastest_within(names, dist, {**lat, "b": 40.0}, "a", 0.5) == "a"   # c barely faster, a closer
 
 
-def test_pipeline_removes_branches_when_they_are_fastest(fake_engine, assets, exported):
+@pytest.fixture
+def noiseless_pick(monkeypatch):
+    """The fake engine's timings have no noise: the pipeline's pick needs no timing slack."""
+    monkeypatch.setattr("onnxprune.allocate.emptied.LATENCY_SLACK", 0.0)
+
+
+def test_pipeline_removes_branches_when_they_are_fastest(fake_engine, assets, exported, noiseless_pick):
     """Fake engine (a model's time is the sum of its layers' table times), pretrained ResNet-20 and
     real images: the candidates that remove residual branches are the fastest; with a wide tolerance
     one is chosen, the oracle verifies it and the MACs budget holds; --remove-branches off keeps every
@@ -115,7 +121,8 @@ def test_cli_branch_options_reach_the_config():
     assert (config.remove_branches, config.branch_tolerance, config.max_branches) == ("off", 0.2, 3)
 
 
-def test_latency_budget_keeps_its_removed_branches_through_the_feedback(fake_engine, assets, exported, monkeypatch):
+def test_latency_budget_keeps_its_removed_branches_through_the_feedback(fake_engine, assets, exported, monkeypatch,
+                                                                      noiseless_pick):
     """A latency budget judges branch removal too; the measured feedback rounds after the first keep
     the first round's candidate, its removed branches included, and move only the budget (channels
     only at a budget that removing those branches alone would overshoot); the best round lands on
