@@ -125,7 +125,8 @@ def _check_reachable(history: list[FeedbackRound], requested: float, tolerance: 
     ok = [r for r in history if r.measured is not None]
     top = max(ok, key=lambda r: r.measured)
     ceiling = min([r.budget for r in history if r.measured is None] + [MAX_INTERNAL])
-    if top.measured < requested - tolerance and max(r.budget for r in ok) >= ceiling - 0.02:
+    largest = max(r.budget for r in ok)
+    if top.measured < requested - tolerance and largest >= ceiling - 0.02:
         raise BudgetError(f"a measured latency cut of {100 * requested:.1f} % is out of reach: the largest "
                           f"cut measured was {100 * top.measured:.1f} % ({top.speedup:.2f}x), at the largest "
-                          f"internal budget the allocation meets ({100 * max(r.budget for r in ok):.1f} %)")
+                          f"internal budget the allocation meets ({100 * largest:.1f} %)")

@@ -17,8 +17,8 @@ import numpy as np
 
 from onnxprune.allocate import AllocationProblem
 from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
-from onnxprune.allocate.emptied import (BRANCH_TIMING_S, LATENCY_SLACK, overshoots, pick_fastest_within,
-                                        removal_sizes)
+from onnxprune.allocate import emptied       # its LATENCY_SLACK is read at call time (noiseless tests set 0)
+from onnxprune.allocate.emptied import BRANCH_TIMING_S, overshoots, pick_fastest_within, removal_sizes
 from onnxprune.errors import BudgetError
 from onnxprune.log import get_logger
 
@@ -31,8 +31,8 @@ def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images
                             output_names, after) -> Choice:
     """Judge the branch-removal candidates like the others; time them and the channels-only choice
     on the latency engine; keep the fastest whose output distance is within the tolerance of
-    that choice's, the closest among those timed within the slack of the fastest. (The quick refit on a few images favours candidates with fewer kept
-    channels, i.e. without removed branches: on ResNet-56 at -45.5 % MACs the candidate that
+    that choice's, the closest among those timed within the slack of the fastest. (The quick
+    refit on a few images favours candidates with fewer kept channels, i.e. without removed branches: on ResNet-56 at -45.5 % MACs the candidate that
     removed 6 branches judged 0.40 against 0.28 and refitted on all images scored 89.6 % top-1
     against 88.4 %.)"""
     extra = branch_candidates(pruner, problem, alloc, choice.candidate, images, reference)
@@ -48,9 +48,8 @@ def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images
     for c in timed:
         log.info("  %s: distance %.4f, %.2f ms per batch of %d", c.name, scores[c.name][1],
                  1e3 * latency[c.name], pruner.latency_.batch)
-    tol = pruner.config.branch_tolerance
-    from onnxprune.allocate import emptied      # the slack read at call time (tests with noiseless timings set 0)
-    pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, base, tol, emptied.LATENCY_SLACK)
+    tol, slack = pruner.config.branch_tolerance, emptied.LATENCY_SLACK
+    pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, base, tol, slack)
     pruner.notes.append(f"branch removal: {pick} chosen, measured {latency[base] / latency[pick]:.2f}x the "
                       f"speed of the channels-only choice ({base}), output distance "
                       f"{scores[pick][1]:.4f} vs {scores[base][1]:.4f} (tolerance {100 * tol:.0f} %)")
@@ -58,15 +57,14 @@ def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images
     return Choice(next(c for c in timed if c.name == pick),
                   choice.criterion + f"; then, with branches removed, the measured fastest within "
                   f"{100 * tol:.0f} % of that choice's distance (the closest of those within "
-                  f"{100 * LATENCY_SLACK:.0f} % of the fastest time)", scores)
-
+                  f"{100 * slack:.0f} % of the fastest time)", scores)
 
 
 def branch_candidates(pruner, problem: AllocationProblem, alloc: str, best: Candidate,
                        images: np.ndarray, reference: list[np.ndarray]) -> list[Candidate]:
     """Candidates that empty the k emptiable groups (analysis.emptiable; each with its upstream
     groups) of least harm per time saved (harm: output distance of the model with that branch
-    alone removed, one-shot; time: measured, see _branch_time_saved), with ``best``'s recipe
+    alone removed, one-shot; time: measured, see branch_time_saved), with ``best``'s recipe
     for the rest of the budget."""
     from onnxprune.allocate.candidates import output_distance
     from onnxprune.analysis.emptiable import Emptying, emptiable_groups
