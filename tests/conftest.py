@@ -53,5 +53,7 @@ def exported(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _short_speedup_timing(monkeypatch):
     """Speed-up measurements of the test's tiny models need not run 3 s per model (the default that
-    keeps a user's 1 ms model's timing noise to a few points); tests of that minimum pass it explicitly."""
+    keeps a user's 1 ms model's timing noise to a few points), nor longer while the cut is imprecise;
+    tests of those limits pass them explicitly."""
     monkeypatch.setattr("onnxprune.latency.measure.MIN_MODEL_S", 0.0)
+    monkeypatch.setattr("onnxprune.latency.measure.MAX_MODEL_S", 0.0)     # nor go on for precision

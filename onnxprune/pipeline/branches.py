@@ -26,6 +26,8 @@ __all__ = ["with_branch_candidates", "branch_candidates", "branch_time_saved", "
 
 log = get_logger(__name__)
 
+BRANCH_MAX_ROUNDS = 1000    # short rounds (PAIR_ROUND_S), as many as fit BRANCH_TIMING_S
+
 
 def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images, reference,
                             output_names, after) -> Choice:
@@ -72,10 +74,13 @@ def branch_candidates(pruner, problem: AllocationProblem, alloc: str, best: Cand
                if isinstance(e, Emptying) and set(e.groups) <= set(problem.channels)}
     if not members:
         return []
-    harm = {g: output_distance(reference, pruner._pruned_outputs(dict.fromkeys(m, 0), images))
-            for g, m in members.items()}
-    saved = branch_time_saved(pruner, members)      # a branch with no timed layer saves ~nothing
-    saved = {g: saved.get(g, 1e-6) for g in members}
+    if set(pruner._branch_ranking) != set(members):     # measured once per fit: the budget does not change it
+        harm = {g: output_distance(reference, pruner._pruned_outputs(dict.fromkeys(m, 0), images))
+                for g, m in members.items()}
+        saved = branch_time_saved(pruner, members)      # a branch with no timed layer saves ~nothing
+        pruner._branch_ranking = {g: (harm[g], saved.get(g, 1e-6)) for g in members}
+    harm = {g: h for g, (h, _) in pruner._branch_ranking.items()}
+    saved = {g: t for g, (_, t) in pruner._branch_ranking.items()}
     order = sorted(members, key=lambda g: (harm[g] / saved[g], g))
     log.info("branch removal: %d emptiable group(s); least harm per time saved: %s", len(members),
              ", ".join(f"{g} ({harm[g]:.4f}, {100 * saved[g]:.1f} %)" for g in order[:8]))
@@ -97,7 +102,7 @@ def branch_time_saved(pruner, members: Mapping[int, tuple[int, ...]]) -> dict[in
     """Share of the model's time one removed branch saves, measured in the network: each class of
     like groups (same width and layer shapes) is emptied together and timed against the
     unpruned model, interleaved; the class's saving is split evenly over its groups."""
-    from onnxprune.latency.measure import measure_models
+    from onnxprune.latency.measure import PAIR_ROUND_S, measure_models
     from onnxprune.latency.model import counts_model
     from onnxprune.latency.steps import like_groups
     by_id = {g.id: g for g in pruner.analysis_.groups}
@@ -105,7 +110,7 @@ def branch_time_saved(pruner, members: Mapping[int, tuple[int, ...]]) -> dict[in
     models = [pruner.model_] + [counts_model(pruner.analysis_, {h: 0 for g in like for h in members[g.id]})
                               for like in classes]
     times = measure_models(models, pruner.latency_.engine, pruner.latency_.batch, rounds=3, runs=2,
-                           budget_s=BRANCH_TIMING_S)
+                           budget_s=BRANCH_TIMING_S, min_round_s=PAIR_ROUND_S, max_rounds=BRANCH_MAX_ROUNDS)
     out = {}
     for like, t in zip(classes, times[1:]):
         share = max(times[0] - t, 0.0) / times[0] / len(like)
@@ -115,9 +120,9 @@ def branch_time_saved(pruner, members: Mapping[int, tuple[int, ...]]) -> dict[in
 
 def measured_latencies(pruner, candidates: list[Candidate]) -> dict[str, float]:
     """Seconds per batch of each candidate's pruned model on the latency engine, interleaved."""
-    from onnxprune.latency.measure import measure_models
+    from onnxprune.latency.measure import PAIR_ROUND_S, measure_models
     models = [pruner._pruned_model(c.counts)[1] for c in candidates]
     times = measure_models(models, pruner.latency_.engine, pruner.latency_.batch, rounds=3, runs=2,
-                           budget_s=BRANCH_TIMING_S)
+                           budget_s=BRANCH_TIMING_S, min_round_s=PAIR_ROUND_S, max_rounds=BRANCH_MAX_ROUNDS)
     return {c.name: t for c, t in zip(candidates, times)}
 

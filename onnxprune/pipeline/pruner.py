@@ -71,6 +71,7 @@ class Pruner:
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
         self._fixed_candidate: Candidate | None = None   # latency feedback rounds after the first keep round 1's
+        self._branch_ranking: dict = {}     # emptiable group -> (harm, time saved), for this fit's images
 
     @property
     def settings(self) -> dict:
@@ -309,6 +310,7 @@ class Pruner:
         self.config = config = self.config.with_default_method(data is not None)
         t0 = time.perf_counter()
         self.model_, self.data_ = model, data
+        self._branch_ranking = {}
         self.analysis_ = analyze(model)
         self.cost_ = CostModel(self.analysis_)
         self.timings["analysis_s"] = time.perf_counter() - t0

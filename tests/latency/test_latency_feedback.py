@@ -1,6 +1,7 @@
 """The measured latency loop: synthetic engines whose real cut differs from the tables' prediction."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from onnxprune.errors import BudgetError
@@ -51,7 +52,7 @@ def test_pipeline_meets_the_measured_cut(fake_engine, monkeypatch, shape):  # no
     def fake_pair(original, pruned, engine, batch, **kw):
         full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
         pruned_s = 1.0 - 0.4 * (1 - small / full)
-        return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s}
+        return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s, "reduction": 1 - pruned_s}
     monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
     pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False, latency_shape=shape)).fit(small_resnet())
     rec = pruner.plan().budget["latency"]
@@ -71,8 +72,10 @@ def test_unknown_latency_shape_is_refused():
         PruneConfig(latency_reduction=0.2, latency_shape="flops").validate()
 
 
-def test_later_rounds_keep_the_first_rounds_candidate(fake_engine, monkeypatch):  # noqa: F811
-    """Candidates are judged (each after a quick refit) in the first round only."""
+@pytest.mark.parametrize("slope", [0.8, 0.4])     # measured cut per MACs cut: small moves / large moves
+def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine, monkeypatch, slope):  # noqa: F811
+    """Candidates are judged (each after a quick refit) in the first round, and again only when the
+    internal budget has moved more than RECHOOSE_AFTER from where they were last judged."""
     import importlib
 
     import numpy as np
@@ -80,6 +83,7 @@ def test_later_rounds_keep_the_first_rounds_candidate(fake_engine, monkeypatch):
     from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
     from onnxprune.pipeline import PruneConfig, Pruner
+    from onnxprune.pipeline.measured_latency import RECHOOSE_AFTER
     rec = importlib.import_module("onnxprune.recover.reconstruct")
     calls = []
     real = rec.reconstruct
@@ -87,15 +91,23 @@ def test_later_rounds_keep_the_first_rounds_candidate(fake_engine, monkeypatch):
 
     def fake_pair(original, pruned, engine, batch, **kw):
         full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
-        pruned_s = 1.0 - 0.4 * (1 - small / full)
-        return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s}
+        pruned_s = 1.0 - slope * (1 - small / full)
+        return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s, "reduction": 1 - pruned_s}
     monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
     data = np.random.default_rng(0).standard_normal((24, 3, 16, 16)).astype(np.float32)
     pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False, method="infoconc", select_images=8),
                     rank_images=8, hsic_images=8, shapley_images=8).fit(small_resnet(), data)
     rounds = pruner.plan().budget["latency"]["feedback"]
-    assert len(rounds) >= 2
-    assert len(calls) == len(pruner.plan().budget["allocation_choice"]["candidates"]) == 5
+    chosen = [rounds[0]["budget"]]              # where the candidate was chosen: round 1, then each
+    for r in rounds[1:]:                        # round whose budget moved past RECHOOSE_AFTER from there
+        if abs(r["budget"] - chosen[-1]) > RECHOOSE_AFTER:
+            chosen.append(r["budget"])
+    if slope == 0.8:                            # 0.2 (16 %) -> 0.25 (20 %): one choice, kept
+        assert len(rounds) >= 2 and len(chosen) == 1
+    else:                                       # 0.2 (8 %) -> 0.35 (a step of at most 0.15) -> ~0.5
+        assert len(chosen) >= 2
+    assert len(pruner.plan().budget["allocation_choice"]["candidates"]) == 5
+    assert len(calls) == 5 * len(chosen)        # one quick refit per candidate per choice
 
 
 def test_noisy_rounds_stay_inside_the_bracket():
@@ -188,3 +200,51 @@ def test_rounds_that_run_out_keep_the_closest_round():
     """Short of the request after the last round, but the largest budget was never tried: no error."""
     best, rounds = meet_measured_latency(0.6, lambda b: b, lambda b: (b / 3, 1 / (1 - b / 3)), rounds=2)
     assert len(rounds) == 2 and best is max(rounds, key=lambda r: r.measured)
+
+
+def _fake_clock(monkeypatch, base: dict, factor):
+    """Runners that advance a fake clock by base[model] x factor(clock, run index)."""
+    from types import SimpleNamespace
+    from onnxprune.latency import measure
+    clock, count = [0.0], [0]
+
+    def runner(model, engine, batch):
+        def fn():
+            count[0] += 1
+            clock[0] += base[model] * factor(clock[0], count[0])
+        return fn
+    monkeypatch.setattr(measure, "_runner", runner)
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    return measure
+
+
+def test_a_speedup_is_the_median_of_per_round_ratios(monkeypatch):
+    """Slow spells that last several rounds slow both models of a round alike: the speed-up comes
+    from per-round ratios, exact here, while pooled medians would mix spells."""
+    spell = lambda t, n: 3.0 if int(t / 0.05) % 3 == 0 else 1.0      # noqa: E731
+    measure = _fake_clock(monkeypatch, {"orig": 2e-3, "pruned": 1e-3}, spell)
+    got = measure.measure_pair("orig", "pruned", SimpleEngine(), 1, min_model_s=0.5, max_model_s=0.5)
+    assert got["speedup"] == pytest.approx(2.0, rel=1e-9)
+    assert got["reduction"] == pytest.approx(0.5, rel=1e-9)
+    assert got["rounds"] >= 10 and got["reduction_se"] is not None
+
+
+def test_a_speedup_measurement_runs_until_precise_or_out_of_time(monkeypatch):
+    """After the minimum, rounds go on while the cut's standard error exceeds the precision, up to
+    max_model_s per model; a precise pair stops at the minimum."""
+    rng = np.random.default_rng(0)
+    noisy = lambda t, n: float(rng.uniform(0.5, 1.5))                # noqa: E731
+    measure = _fake_clock(monkeypatch, {"orig": 2e-3, "pruned": 1e-3}, noisy)
+    long = measure.measure_pair("orig", "pruned", SimpleEngine(), 1, min_model_s=0.2, max_model_s=1.0,
+                                precision=1e-6, min_round_s=0.0)
+    short = measure.measure_pair("orig", "pruned", SimpleEngine(), 1, min_model_s=0.2, max_model_s=1.0,
+                                 precision=0.5, min_round_s=0.0)
+    per_round = 3 * 1e-3                 # the pruned model's timed seconds per round (3 runs of ~1 ms)
+    assert long["rounds"] * per_round > 0.8          # timed up to ~1 s
+    assert short["rounds"] * per_round < 0.4         # stopped after ~0.2 s
+    assert long["reduction_se"] < short["reduction_se"]
+    assert 0.3 < long["reduction"] < 0.7
+
+
+class SimpleEngine:
+    target, provider, threads = "cpu", "CPUExecutionProvider", 1
