@@ -171,3 +171,31 @@ def test_latency_budget_keeps_its_removed_branches_through_the_feedback(fake_eng
                                       select_images=32, recover="none", temperatures=(0.5, 1.0), branch_tolerance=9.0,
                                       verify=False), data=data)
     assert all(g.kept for g in tables.plan.groups)          # the tables' shape prunes channels only
+
+
+def test_choosing_again_reuses_the_branch_ranking(fake_engine, assets, exported, monkeypatch,  # noqa: F811
+                                                 noiseless_pick):
+    """When the feedback's budget moves far and the allocation is chosen again, the branches' harm
+    and time saved (budget-independent) are not measured again."""
+    from onnxprune.analysis import analyze
+    from onnxprune.analysis.cost import CostModel
+    from onnxprune.model_io import load_model
+    from onnxprune.pipeline import PruneConfig, prune
+    from onnxprune.pipeline import branches
+    model = load_model(exported("resnet20", "legacy", "folded",
+                                weights=assets / "pretrained" / "cifar10-resnet20-12fca82f.th"))
+    x = np.load(assets / "cifar10-lossless-test-first1017.npz")["x"][:64].astype(np.float32)
+    data = np.ascontiguousarray(((x / 255.0 - 0.45) / 0.25).transpose(0, 3, 1, 2))
+    timed, real = [], branches.branch_time_saved
+    monkeypatch.setattr(branches, "branch_time_saved", lambda *a: (timed.append(1), real(*a))[1])
+
+    def fake_pair(original, pruned, engine, batch, **kw):     # half the MACs cut: the budget moves far
+        full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
+        pruned_s = 1.0 - 0.5 * (1 - small / full)
+        return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s, "reduction": 1 - pruned_s}
+    monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
+    res = prune(model, PruneConfig(latency_reduction=0.2, round_to="latency", select_images=32, recover="none",
+                                   temperatures=(1.0,), branch_tolerance=9.0, verify=False), data=data)
+    rounds = res.plan.budget["latency"]["feedback"]
+    assert rounds[0]["allocation_chosen"] and sum(r["allocation_chosen"] for r in rounds) >= 2
+    assert len(timed) == 1
