@@ -61,8 +61,8 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-rounds", type=int, default=6, metavar="K",
                    help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
                         "the original, correct the budget (stops within 2 points of the request, confirmed by a "
-                        "second timing: repeated timings of one model differ by a few points); 0 trusts the "
-                        "tables' prediction alone")
+                        "second timing: repeated timings of one model differ by a few points; each timing runs "
+                        "3-10 s per model, longer for fast, noisy models); 0 trusts the tables' prediction alone")
     g.add_argument("--latency-shape", choices=["macs", "tables"], default="macs",
                    help="with --latency-reduction, what spreads the cut over the layers: 'macs' (default) "
                         "searches the MACs budget whose allocation (information weights, the per-group channel "
