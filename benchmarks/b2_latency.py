@@ -84,20 +84,13 @@ class Runner:
                "original_ms": 1e3 * got["original_s"], "pruned_ms": 1e3 * got["pruned_s"],
                "ideal_speedup": 1 / (1 - res.plan.budget["achieved"]["macs_reduction"]),
                "prune_s": prune_s, "latency_model_s": res.timings.get("latency_model_s"), "load": load(),
-               "rounds": len(lat.get("feedback", [])) or None, "feedback_cut": feedback_cut(lat, config)}
+               "rounds": len(lat.get("feedback", [])) or None,
+               "feedback_cut": next((r["measured_reduction"] for r in lat.get("feedback", []) if r["kept"]), None)}
         if self.test is not None:
             row["top1_lossless"] = top1_accuracy(res.model, *self.test)
         self.rows.append(row)
         print(json.dumps(row), flush=True)
         return row
-
-
-def feedback_cut(lat: dict, config: dict) -> float | None:
-    """The cut the latency feedback measured for the round it kept (the closest to the request)."""
-    measured = [r["measured_reduction"] for r in lat.get("feedback", []) if r["measured_reduction"] is not None]
-    if not measured or config.get("latency_reduction") is None:
-        return None
-    return min(measured, key=lambda m: abs(m - config["latency_reduction"]))
 
 
 def equal_latency_accuracy(rows: list[dict]) -> None:

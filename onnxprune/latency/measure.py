@@ -100,9 +100,14 @@ def measure_models(models: list[onnx.ModelProto], engine: Engine, batch: int, ro
     return [first] + [first * float(np.median(_round_ratios([samples[0], s]))) for s in samples[1:]]
 
 
+def _round_ratio(first: list[float], second: list[float]) -> float:
+    """One round: the second model's median time over the first's."""
+    return float(np.median(second) / np.median(first))
+
+
 def _round_ratios(samples: Samples) -> np.ndarray:
     """Per round: the second model's median time over the first's."""
-    return np.array([np.median(b) / np.median(a) for a, b in zip(samples[0], samples[1])])
+    return np.array([_round_ratio(a, b) for a, b in zip(samples[0], samples[1])])
 
 
 def _ratio_error(ratios: np.ndarray) -> float:
@@ -132,7 +137,7 @@ def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Eng
     def more(samples: Samples) -> bool:
         done = len(samples[0])
         for a, b in zip(samples[0][len(ratios):], samples[1][len(ratios):]):
-            ratios.append(float(np.median(b) / np.median(a)))
+            ratios.append(_round_ratio(a, b))
             timed[0], timed[1] = timed[0] + sum(a), timed[1] + sum(b)
         if done >= max_rounds:
             return False
@@ -140,9 +145,8 @@ def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Eng
             return True
         return min(timed) < max_s and _ratio_error(np.array(ratios)) > want
 
-    samples = _interleaved(fns, runs, more)
-    ratios = _round_ratios(samples)
-    ratio, se = float(np.median(ratios)), _ratio_error(ratios)
+    samples = _interleaved(fns, runs, more)       # ``more`` has taken the ratio of every round run
+    ratio, se = float(np.median(ratios)), _ratio_error(np.array(ratios))
     a, b = (float(np.median(np.concatenate(s))) for s in samples)
     return {"original_s": a, "pruned_s": b, "speedup": 1 / ratio if ratio > 0 else float("nan"),
             "reduction": 1 - ratio, "reduction_se": se if math.isfinite(se) else None, "batch": batch,

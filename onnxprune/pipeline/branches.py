@@ -102,15 +102,13 @@ def branch_time_saved(pruner, members: Mapping[int, tuple[int, ...]]) -> dict[in
     """Share of the model's time one removed branch saves, measured in the network: each class of
     like groups (same width and layer shapes) is emptied together and timed against the
     unpruned model, interleaved; the class's saving is split evenly over its groups."""
-    from onnxprune.latency.measure import PAIR_ROUND_S, measure_models
     from onnxprune.latency.model import counts_model
     from onnxprune.latency.steps import like_groups
     by_id = {g.id: g for g in pruner.analysis_.groups}
     classes = like_groups(pruner.latency_, [by_id[g] for g in members])
     models = [pruner.model_] + [counts_model(pruner.analysis_, {h: 0 for g in like for h in members[g.id]})
                               for like in classes]
-    times = measure_models(models, pruner.latency_.engine, pruner.latency_.batch, rounds=3, runs=2,
-                           budget_s=BRANCH_TIMING_S, min_round_s=PAIR_ROUND_S, max_rounds=BRANCH_MAX_ROUNDS)
+    times = _timed(pruner, models)
     out = {}
     for like, t in zip(classes, times[1:]):
         share = max(times[0] - t, 0.0) / times[0] / len(like)
@@ -120,9 +118,14 @@ def branch_time_saved(pruner, members: Mapping[int, tuple[int, ...]]) -> dict[in
 
 def measured_latencies(pruner, candidates: list[Candidate]) -> dict[str, float]:
     """Seconds per batch of each candidate's pruned model on the latency engine, interleaved."""
-    from onnxprune.latency.measure import PAIR_ROUND_S, measure_models
-    models = [pruner._pruned_model(c.counts)[1] for c in candidates]
-    times = measure_models(models, pruner.latency_.engine, pruner.latency_.batch, rounds=3, runs=2,
-                           budget_s=BRANCH_TIMING_S, min_round_s=PAIR_ROUND_S, max_rounds=BRANCH_MAX_ROUNDS)
+    times = _timed(pruner, [pruner._pruned_model(c.counts)[1] for c in candidates])
     return {c.name: t for c, t in zip(candidates, times)}
+
+
+def _timed(pruner, models: list) -> list[float]:
+    """Seconds per batch of each model on the latency engine: short interleaved rounds, as many as
+    fit BRANCH_TIMING_S, each model paired with the first (see latency.measure.measure_models)."""
+    from onnxprune.latency.measure import PAIR_ROUND_S, measure_models
+    return measure_models(models, pruner.latency_.engine, pruner.latency_.batch, rounds=3, runs=2,
+                          budget_s=BRANCH_TIMING_S, min_round_s=PAIR_ROUND_S, max_rounds=BRANCH_MAX_ROUNDS)
 

@@ -57,7 +57,8 @@ def allocate_measured(pruner, data) -> None:
     finally:
         pruner._fixed_candidate = None
     pruner.allocation_, pruner.kept_, pruner.notes, pruner.choice_ = best.result
-    pruner.latency_feedback_ = [{**r.to_dict(), "allocation_chosen": r.budget in chosen_at} for r in rounds]
+    pruner.latency_feedback_ = [{**r.to_dict(), "allocation_chosen": r.budget in chosen_at, "kept": r is best}
+                                for r in rounds]
     what = "MACs" if shape == "macs_budget" else "table latency"
     pruner.notes.append(f"latency budget met by measurement: internal {what} budget {100 * best.budget:.1f} % "
                       f"measured {100 * best.measured:.1f} % ({len(rounds)} round(s), the allocation chosen "

@@ -103,6 +103,7 @@ def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine,
         if abs(r["budget"] - chosen[-1]) > RECHOOSE_AFTER:
             chosen.append(r["budget"])
     assert [r["budget"] for r in rounds if r["allocation_chosen"]] == chosen      # as the plan records it
+    assert sum(r["kept"] for r in rounds) == 1
     if slope == 0.8:                            # 0.2 (16 %) -> 0.25 (20 %): one choice, kept
         assert len(rounds) >= 2 and len(chosen) == 1
     else:                                       # 0.2 (8 %) -> 0.35 (a step of at most 0.15) -> ~0.5
