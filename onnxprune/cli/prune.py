@@ -62,7 +62,9 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --latency-reduction: at most K rounds of allocate, time the pruned model against "
                         "the original, correct the budget (stops within 2 points of the request, confirmed by a "
                         "second timing: repeated timings of one model differ by a few points; each timing runs "
-                        "3-10 s per model, longer for fast, noisy models); 0 trusts the tables' prediction alone")
+                        "3-10 s per model, longer for fast, noisy models; with calibration data up to 3 brief rounds "
+                        "first locate the budget before the allocation is chosen); 0 trusts the tables' "
+                        "prediction alone")
     g.add_argument("--latency-shape", choices=["macs", "tables"], default="macs",
                    help="with --latency-reduction, what spreads the cut over the layers: 'macs' (default) "
                         "searches the MACs budget whose allocation (information weights, the per-group channel "
@@ -83,8 +85,10 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "residual sum), the least harmful per measured time saved first, spending the rest of the "
                         "budget on channels; the fastest on --target within --branch-tolerance of the best output "
                         "distance wins (timings within 3%% of the fastest count as equal: the closest of those). A branch removed frees all its layers' time, where a channel cut "
-                        "below the engine's block saves little. A latency budget's measured rounds keep the "
-                        "branches its first round chose. off: channels only")
+                        "below the engine's block saves little. Under a latency budget the choice is made once brief "
+                        "channels-only timings have located the budget, leaving out removals that would overshoot "
+                        "it; the measured rounds keep it unless the budget moves more than 10 points. "
+                        "off: channels only")
     g.add_argument("--branch-tolerance", type=float, default=0.5, metavar="F",
                    help="with --remove-branches auto: how much larger (fraction) the output distance of an "
                         "allocation with branches removed may be than that of the channels-only choice, each "

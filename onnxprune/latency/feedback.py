@@ -58,14 +58,18 @@ def _bracket(rounds: list[FeedbackRound], requested: float) -> tuple[float, floa
     return max(short, default=0.0), min(beyond, default=MAX_INTERNAL)
 
 
-def _next_budget(rounds: list[FeedbackRound], requested: float) -> float:
+def _next_budget(rounds: list[FeedbackRound], requested: float, slope_hint: float | None = None) -> float:
     """Secant step through the last two measured rounds (proportional from one round), kept inside
     the bracket the measurements so far set and at most ``MAX_STEP`` from the last budget: a timing
     is noisy (a few points of latency cut on a shared CPU), and a secant through two noisy points
-    can jump far; outside the bracket, bisect."""
+    can jump far; outside the bracket, bisect. ``slope_hint`` (measured cut per internal budget,
+    e.g. from rounds that located the budget) replaces the proportional step of a single round:
+    a small cut often buys nothing, so measured / budget understates the slope."""
     ok = [r for r in rounds if r.measured is not None]
     last = ok[-1]
     slope = last.measured / last.budget if last.budget > 0 and last.measured > 0 else 1.0
+    if slope_hint is not None and slope_hint > 0.05:
+        slope = slope_hint
     if len(ok) >= 2 and abs(ok[-1].budget - ok[-2].budget) > 1e-4:
         secant = (ok[-1].measured - ok[-2].measured) / (ok[-1].budget - ok[-2].budget)
         if secant > 0.05:
@@ -81,11 +85,13 @@ def _next_budget(rounds: list[FeedbackRound], requested: float) -> float:
 
 def meet_measured_latency(requested: float, attempt: Callable[[float], object],
                           measure: Callable[[object], tuple[float, float]], rounds: int = 4,
-                          tolerance: float = TOLERANCE, start: float | None = None
+                          tolerance: float = TOLERANCE, start: float | None = None, confirm: bool = True,
+                          name: str = "latency feedback", slope_hint: float | None = None
                           ) -> tuple[FeedbackRound, list[FeedbackRound]]:
     """(best round, every round). ``attempt(budget)`` allocates at an internal budget (raises
     BudgetError when out of reach), the first at ``start`` (default ``requested``);
-    ``measure(result)`` returns (measured cut, speed-up)."""
+    ``measure(result)`` returns (measured cut, speed-up). ``confirm``: a round that lands is timed
+    a second time (see the module docstring). ``name`` starts the log lines; ``slope_hint``: see :func:`_next_budget`."""
     history: list[FeedbackRound] = []
     budget, ceiling = (requested if start is None else min(start, MAX_INTERNAL)), MAX_INTERNAL
     for k in range(max(rounds, 1)):
@@ -98,21 +104,21 @@ def meet_measured_latency(requested: float, attempt: Callable[[float], object],
             ceiling = budget
             best_ok = max((r.budget for r in history if r.measured is not None), default=requested)
             budget = (best_ok + ceiling) / 2
-            log.info("latency feedback %d: internal budget %.1f %% out of reach; trying %.1f %%", k + 1,
+            log.info("%s %d: internal budget %.1f %% out of reach; trying %.1f %%", name, k + 1,
                      100 * history[-1].budget, 100 * budget)
             continue
         cut, speedup = measure(result)
         confirmed = ""
-        if abs(cut - requested) <= tolerance:       # a lucky timing must not end the loop: time it again
+        if confirm and abs(cut - requested) <= tolerance:       # a lucky timing must not end the loop: time it again
             first = cut
             cut, speedup = measure(result)          # unbiased: not selected for landing
             confirmed = f", timed twice: {100 * first:.1f} % the first time"
         history.append(FeedbackRound(budget, cut, speedup, result))
-        log.info("latency feedback %d: internal budget %.1f %% -> measured cut %.1f %% (%.2fx; requested %.1f %%%s)",
-                 k + 1, 100 * budget, 100 * cut, speedup, 100 * requested, confirmed)
+        log.info("%s %d: internal budget %.1f %% -> measured cut %.1f %% (%.2fx; requested %.1f %%%s)",
+                 name, k + 1, 100 * budget, 100 * cut, speedup, 100 * requested, confirmed)
         if abs(cut - requested) <= tolerance:
             break
-        budget = min(_next_budget(history, requested), ceiling - 1e-3)
+        budget = min(_next_budget(history, requested, slope_hint), ceiling - 1e-3)
     best = min((r for r in history if r.measured is not None), key=lambda r: abs(r.measured - requested))
     _check_reachable(history, requested, tolerance)
     return best, history

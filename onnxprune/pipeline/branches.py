@@ -50,6 +50,13 @@ def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images
     for c in timed:
         log.info("  %s: distance %.4f, %.2f ms per batch of %d", c.name, scores[c.name][1],
                  1e3 * latency[c.name], pruner.latency_.batch)
+    target = pruner._latency_target
+    if target is not None:          # under a latency budget: not so fast that the budget must move far
+        fast = [n for n in names if n != base and target.too_fast(latency[n] / latency[base])]
+        if fast:
+            log.info("branch removal: left out, faster than the latency budget asks at this internal budget: %s",
+                     ", ".join(fast))
+            names = [n for n in names if n not in fast]
     tol, slack = pruner.config.branch_tolerance, emptied.LATENCY_SLACK
     pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, base, tol, slack)
     pruner.notes.append(f"branch removal: {pick} chosen, measured {latency[base] / latency[pick]:.2f}x the "

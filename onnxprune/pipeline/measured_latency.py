@@ -1,13 +1,26 @@
 """A latency budget met by measurement: internal budgets allocated, pruned models timed, corrected
-(the loop is onnxprune.latency.feedback; this wires it to the pruner's allocation)."""
+(the loop is onnxprune.latency.feedback; this wires it to the pruner's allocation).
+
+Choosing the allocation (candidates judged after a quick refit, branch removals timed) costs tens
+of seconds; allocating with a recipe already chosen costs about one. So the internal budget is
+first *located* with one fixed recipe, channels only, and short timings (``LOCATE_ROUNDS`` rounds,
+a few seconds each); the allocation is then chosen at the located budget, and the measured rounds
+move the budget from there with that choice kept (chosen again only when the budget moves more
+than ``RECHOOSE_AFTER``). On ResNet-56 at batch 64 the first choice was made at the request's
+MACs cut and chosen again 15 points further, which cost a minute.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from onnxprune.allocate.candidates import Candidate
+from onnxprune.errors import BudgetError
 from onnxprune.log import get_logger
 from onnxprune.rewrite.apply import apply_plan
 from onnxprune.rewrite.plan import Plan
 from onnxprune.scoring.selection import select_all
 
-__all__ = ["allocate_measured"]
+__all__ = ["allocate_measured", "LatencyTarget", "RECHOOSE_AFTER", "LOCATE_ROUNDS"]
 
 log = get_logger(__name__)
 
@@ -15,6 +28,9 @@ RECHOOSE_AFTER = 0.10   # the candidate (recipe, branches removed) is chosen aga
                         # budget moves further than this from where it was chosen (the branches
                         # chosen at a 50 % MACs cut, kept to 79 % by channels alone, cost ResNet-56
                         # 9 points of top-1 against a MACs budget landing at the same latency)
+LOCATE_ROUNDS = 3       # rounds that locate the internal budget before the allocation is chosen
+LOCATE_TOLERANCE = 0.03     # ... stopping within this of the request
+LOCATE_TIMING = dict(min_model_s=1.0, max_model_s=2.0, precision=0.03)   # ... timed this briefly
 
 
 def allocate_measured(pruner, data) -> None:
@@ -22,45 +38,124 @@ def allocate_measured(pruner, data) -> None:
     within a tolerance of the request (see onnxprune.latency.feedback). The internal budget is a
     MACs cut (``latency_shape`` "macs") or a cut of the tables' latency ("tables")."""
     from onnxprune.latency.feedback import meet_measured_latency
-    from onnxprune.latency.measure import measure_pair
     notes_before = list(pruner.notes)
     shape = "macs_budget" if pruner.config.latency_shape == "macs" else "latency_budget"
-    start = max(pruner.config.latency_reduction, pruner.config.flops_reduction or 0.0) \
-        if shape == "macs_budget" else pruner.config.latency_reduction
+    requested = pruner.config.latency_reduction
+    start = max(requested, pruner.config.flops_reduction or 0.0) if shape == "macs_budget" else requested
+    start, located = _locate(pruner, data, shape, start, notes_before)
+    slope = _slope(located)
+    if slope is not None:       # the first choice weighs branch removals against the request
+        near = min((r for r in located if r.measured is not None), key=lambda r: abs(r.budget - start))
+        pruner._latency_target = LatencyTarget(requested, near.measured + slope * (start - near.budget), slope)
 
     chosen_at: list[float] = []     # the internal budgets at which a candidate was chosen
 
     def attempt(budget):
         # the first round chooses the candidate (weight sharpness, branches removed); later rounds
         # keep it and move only the budget (one allocation and one timing), until the budget has
-        # moved more than RECHOOSE_AFTER from where it was chosen: then it is chosen again
+        # moved more than RECHOOSE_AFTER from where it was chosen: then the branches removed are
+        # chosen again (the recipe kept: judging every recipe again cost ResNet-56 25 s)
         pruner.notes = list(notes_before)
         if chosen_at and abs(budget - chosen_at[-1]) > RECHOOSE_AFTER:
+            kept = pruner._fixed_candidate
+            pruner._recipe_only = None if kept is None else kept.recipe or kept.name
             pruner._fixed_candidate = None
             log.info("latency feedback: internal budget %.1f %% is %.1f points from where the allocation was "
-                     "chosen (%.1f %%): choosing again", 100 * budget, 100 * abs(budget - chosen_at[-1]),
-                     100 * chosen_at[-1])
+                     "chosen (%.1f %%): choosing the branches removed again (%s)", 100 * budget,
+                     100 * abs(budget - chosen_at[-1]), 100 * chosen_at[-1], pruner._recipe_only)
         if pruner._fixed_candidate is None:
             chosen_at.append(budget)
+            if len(chosen_at) > 1:
+                pruner._latency_target = None
         allocation = pruner._allocate(data, **{shape: budget})
         pruner._fixed_candidate = None if pruner.choice_ is None else pruner.choice_.candidate
         return allocation, select_all(pruner.analysis_, allocation, pruner.scores_), list(pruner.notes), pruner.choice_
 
-    def measure(result):
-        pruned = apply_plan(pruner.analysis_, Plan.build(pruner.analysis_, result[1]), check=False)
-        got = measure_pair(pruner.model_, pruned, pruner.latency_.engine, pruner.latency_.batch)
-        return got["reduction"], got["speedup"]
-
     try:
-        best, rounds = meet_measured_latency(pruner.config.latency_reduction, attempt, measure,
-                                             rounds=pruner.config.latency_rounds, start=start)
+        best, rounds = meet_measured_latency(requested, attempt, _measure(pruner),
+                                             rounds=pruner.config.latency_rounds, start=start,
+                                             slope_hint=slope)
     finally:
-        pruner._fixed_candidate = None
+        pruner._fixed_candidate = pruner._recipe_only = pruner._latency_target = None
     pruner.allocation_, pruner.kept_, pruner.notes, pruner.choice_ = best.result
+    pruner.latency_located_ = [r.to_dict() for r in located]
     pruner.latency_feedback_ = [{**r.to_dict(), "allocation_chosen": r.budget in chosen_at, "kept": r is best}
                                 for r in rounds]
     what = "MACs" if shape == "macs_budget" else "table latency"
     pruner.notes.append(f"latency budget met by measurement: internal {what} budget {100 * best.budget:.1f} % "
                       f"measured {100 * best.measured:.1f} % ({len(rounds)} round(s), the allocation chosen "
-                      f"at {len(chosen_at)} of them)")
+                      f"at {len(chosen_at)} of them" + (f"; located in {len(located)} brief round(s) "
+                                                         "before choosing it)" if located else ")"))
 
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """What the first choice after locating knows: the requested cut, the cut the channels-only
+    allocation is expected to measure at the choice's budget, and the measured cut per internal
+    budget. A branch removal that makes the model so much faster that the feedback would move the
+    budget more than RECHOOSE_AFTER (and choose again) is left out of that choice."""
+    requested: float
+    channels_only: float
+    slope: float
+
+    def too_fast(self, time_ratio: float) -> bool:
+        """Whether a candidate timed ``time_ratio`` x the channels-only one overshoots that far."""
+        cut = 1 - (1 - self.channels_only) * time_ratio
+        return (cut - self.requested) / self.slope > RECHOOSE_AFTER
+
+
+def _slope(rounds) -> float | None:
+    """Measured cut per internal budget between the two most distant locating rounds (None: fewer
+    than two, or too close to tell)."""
+    ok = sorted((r for r in rounds if r.measured is not None), key=lambda r: r.budget)
+    if len(ok) < 2 or ok[-1].budget - ok[0].budget < 0.05:
+        return None
+    return (ok[-1].measured - ok[0].measured) / (ok[-1].budget - ok[0].budget)
+
+
+def _measure(pruner, **timing):
+    """``measure(result)`` for the feedback loop: the pruned model timed against the original."""
+    from onnxprune.latency.measure import measure_pair
+
+    def measure(result):
+        pruned = apply_plan(pruner.analysis_, Plan.build(pruner.analysis_, result[1]), check=False)
+        got = measure_pair(pruner.model_, pruned, pruner.latency_.engine, pruner.latency_.batch, **timing)
+        return got["reduction"], got["speedup"]
+    return measure
+
+
+def _locate(pruner, data, shape: str, start: float, notes_before: list[str]) -> tuple[float, list]:
+    """(the internal budget to choose the allocation at, the locating rounds): a few rounds with
+    one fixed recipe (the middle weight sharpness), channels only, briefly timed. Nothing to gain
+    when one round is all the feedback may run, or when the allocation is not chosen by judging
+    candidates (each round is then already as cheap)."""
+    from onnxprune.latency.feedback import _next_budget, meet_measured_latency
+    alloc, _, _ = pruner.config.resolved()
+    if LOCATE_ROUNDS <= 0 or pruner.config.latency_rounds <= 1 or data is None or \
+            alloc not in ("convex", "linear") or pruner.config.ratio is not None:
+        return start, []
+    temps = pruner.config.temperatures
+    recipe = f"{alloc} t={(1.0 if 1.0 in temps else temps[len(temps) // 2]):g}"
+
+    def attempt(budget):
+        pruner.notes = list(notes_before)
+        pruner._fixed_candidate = Candidate(recipe, {}, recipe=recipe)
+        allocation = pruner._allocate(data, **{shape: budget})
+        return allocation, select_all(pruner.analysis_, allocation, pruner.scores_)
+
+    log.info("latency feedback: locating the internal budget with %s, channels only, before choosing the "
+             "allocation", recipe)
+    try:
+        best, rounds = meet_measured_latency(pruner.config.latency_reduction, attempt,
+                                             _measure(pruner, **LOCATE_TIMING), rounds=LOCATE_ROUNDS,
+                                             tolerance=LOCATE_TOLERANCE, start=start, confirm=False,
+                                             name="locating")
+    except BudgetError:         # the measured rounds say what is out of reach, with precise timings
+        return start, []
+    finally:
+        pruner._fixed_candidate = None
+        pruner.notes = list(notes_before)
+    ok = [r for r in rounds if r.measured is not None]
+    if abs(best.measured - pruner.config.latency_reduction) > LOCATE_TOLERANCE and ok:
+        return _next_budget(rounds, pruner.config.latency_reduction), rounds
+    return best.budget, rounds

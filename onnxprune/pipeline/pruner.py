@@ -70,7 +70,10 @@ class Pruner:
         self.latency_ = None
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
-        self._fixed_candidate: Candidate | None = None   # latency feedback rounds after the first keep round 1's
+        self.latency_located_: list = []    # the brief rounds that located the budget before the choice
+        self._fixed_candidate: Candidate | None = None   # latency feedback rounds keep the chosen candidate
+        self._recipe_only: str | None = None     # ... and choose again among that recipe's branch removals
+        self._latency_target = None     # measured_latency.LatencyTarget for the choice after locating
         self._branch_ranking: dict = {}     # emptiable group -> (harm, time saved), for this fit's images
 
     @property
@@ -245,7 +248,7 @@ class Pruner:
         refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
-        candidates = self._candidates(problem, alloc)
+        candidates = self._candidates(problem, alloc, only=self._recipe_only)
         from onnxprune.pipeline.branches import with_branch_candidates
         branches = self.config.remove_branches == "auto" and bool(self.latency_steps_) and not (
             self.config.latency_reduction is not None and self.config.latency_shape == "tables")
@@ -452,6 +455,8 @@ class Pruner:
         rec = latency_record(self.latency_, self.kept_, self.config, self.latency_steps_)
         if self.latency_feedback_:
             rec["feedback"] = list(self.latency_feedback_)
+        if self.latency_located_:
+            rec["located"] = list(self.latency_located_)
         return rec
 
     @property

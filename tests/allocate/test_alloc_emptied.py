@@ -140,6 +140,7 @@ def test_latency_budget_keeps_its_removed_branches_through_the_feedback(fake_eng
     data = np.ascontiguousarray(((x / 255.0 - 0.45) / 0.25).transpose(0, 3, 1, 2))
     later: list[tuple] = []
     candidates = Pruner._candidates
+    monkeypatch.setattr("onnxprune.pipeline.measured_latency.LOCATE_ROUNDS", 0)    # the choice in round 1
 
     def spy(self, problem, alloc, only=None, emptied=(), suffix=""):
         fixed = self._fixed_candidate
@@ -187,6 +188,7 @@ def test_choosing_again_reuses_the_branch_ranking(fake_engine, assets, exported,
     x = np.load(assets / "cifar10-lossless-test-first1017.npz")["x"][:64].astype(np.float32)
     data = np.ascontiguousarray(((x / 255.0 - 0.45) / 0.25).transpose(0, 3, 1, 2))
     timed, real = [], branches.branch_time_saved
+    monkeypatch.setattr("onnxprune.pipeline.measured_latency.LOCATE_ROUNDS", 0)    # the choice in round 1
     monkeypatch.setattr(branches, "branch_time_saved", lambda *a: (timed.append(1), real(*a))[1])
 
     def fake_pair(original, pruned, engine, batch, **kw):     # half the MACs cut: the budget moves far

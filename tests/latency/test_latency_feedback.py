@@ -72,32 +72,51 @@ def test_unknown_latency_shape_is_refused():
         PruneConfig(latency_reduction=0.2, latency_shape="flops").validate()
 
 
-@pytest.mark.parametrize("slope", [0.8, 0.4])     # measured cut per MACs cut: small moves / large moves
-def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine, monkeypatch, slope):  # noqa: F811
-    """Candidates are judged (each after a quick refit) in the first round, and again only when the
-    internal budget has moved more than RECHOOSE_AFTER from where they were last judged."""
-    import importlib
-
-    import numpy as np
-
+def _slope_engine(monkeypatch, slope):
+    """measure_pair on a fake engine whose measured cut is ``slope`` x the MACs cut."""
     from onnxprune.analysis import analyze
     from onnxprune.analysis.cost import CostModel
-    from onnxprune.pipeline import PruneConfig, Pruner
-    from onnxprune.pipeline.measured_latency import RECHOOSE_AFTER
-    rec = importlib.import_module("onnxprune.recover.reconstruct")
-    calls = []
-    real = rec.reconstruct
-    monkeypatch.setattr(rec, "reconstruct", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
 
     def fake_pair(original, pruned, engine, batch, **kw):
         full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
         pruned_s = 1.0 - slope * (1 - small / full)
         return {"original_s": 1.0, "pruned_s": pruned_s, "speedup": 1 / pruned_s, "reduction": 1 - pruned_s}
     monkeypatch.setattr("onnxprune.latency.measure.measure_pair", fake_pair)
+
+
+def _refits(monkeypatch) -> list:
+    """One entry per quick refit (reconstruct call) from now on."""
+    import importlib
+    rec = importlib.import_module("onnxprune.recover.reconstruct")
+    calls: list = []
+    real = rec.reconstruct
+    monkeypatch.setattr(rec, "reconstruct", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    return calls
+
+
+def _judged_fit():
+    import numpy as np
+
+    from onnxprune.pipeline import PruneConfig, Pruner
     data = np.random.default_rng(0).standard_normal((24, 3, 16, 16)).astype(np.float32)
-    pruner = Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False, method="infoconc", select_images=8),
-                    rank_images=8, hsic_images=8, shapley_images=8).fit(small_resnet(), data)
-    rounds = pruner.plan().budget["latency"]["feedback"]
+    return Pruner(PruneConfig(latency_reduction=0.2, batch=2, verify=False, method="infoconc", select_images=8),
+                  rank_images=8, hsic_images=8, shapley_images=8).fit(small_resnet(), data)
+
+
+@pytest.mark.parametrize("slope", [0.8, 0.4])     # measured cut per MACs cut: small moves / large moves
+def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine, monkeypatch, slope):  # noqa: F811
+    """Without locating first: candidates are judged (each after a quick refit) in the first round;
+    when the internal budget has moved more than RECHOOSE_AFTER from where they were judged, only
+    the chosen recipe is judged again (with its branch removals)."""
+    from onnxprune.pipeline import measured_latency
+    from onnxprune.pipeline.measured_latency import RECHOOSE_AFTER
+    monkeypatch.setattr(measured_latency, "LOCATE_ROUNDS", 0)
+    calls = _refits(monkeypatch)
+    _slope_engine(monkeypatch, slope)
+    pruner = _judged_fit()
+    plan = pruner.plan()
+    rounds = plan.budget["latency"]["feedback"]
+    assert "located" not in plan.budget["latency"]
     chosen = [rounds[0]["budget"]]              # where the candidate was chosen: round 1, then each
     for r in rounds[1:]:                        # round whose budget moved past RECHOOSE_AFTER from there
         if abs(r["budget"] - chosen[-1]) > RECHOOSE_AFTER:
@@ -108,8 +127,34 @@ def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine,
         assert len(rounds) >= 2 and len(chosen) == 1
     else:                                       # 0.2 (8 %) -> 0.35 (a step of at most 0.15) -> ~0.5
         assert len(chosen) >= 2
-    assert len(pruner.plan().budget["allocation_choice"]["candidates"]) == 5
-    assert len(calls) == 5 * len(chosen)        # one quick refit per candidate per choice
+    kept = next(i for i, r in enumerate(rounds) if r["kept"])
+    first_choice_kept = not any(r["allocation_chosen"] for r in rounds[1:kept + 1])
+    assert len(plan.budget["allocation_choice"]["candidates"]) == (5 if first_choice_kept else 1)
+    assert len(calls) == 5 + (len(chosen) - 1)  # five recipes judged once, then the chosen one alone
+
+
+def test_the_budget_is_located_before_the_allocation_is_chosen(fake_engine, monkeypatch):  # noqa: F811
+    """Brief channels-only rounds with one recipe (no quick refit) locate the internal budget; the
+    candidates are judged once, there, and the measured rounds start from it."""
+    calls = _refits(monkeypatch)
+    _slope_engine(monkeypatch, 0.4)             # 0.2 asks for a MACs cut of about 0.5
+    pruner = _judged_fit()
+    rec = pruner.plan().budget["latency"]
+    located, rounds = rec["located"], rec["feedback"]
+    assert located[0]["budget"] == 0.2 and len(located) >= 2
+    assert abs(rounds[0]["budget"] - 0.5) <= 0.06          # the choice is made near where the cut lands
+    assert [r["allocation_chosen"] for r in rounds] == [True] + [False] * (len(rounds) - 1)
+    assert len(calls) == 5                      # the five candidates judged once, nothing while locating
+    assert any("located in" in n for n in pruner.notes)
+
+
+def test_a_branch_removal_that_overshoots_the_latency_budget_is_left_out():
+    """After locating: the channels-only choice is expected to measure 30 % against a 30 % request,
+    at 0.6 points of cut per point of budget; a candidate 10 % faster would cut 37 %, 11.7 points of
+    budget too much (the feedback would choose again); 3 % faster is fine."""
+    from onnxprune.pipeline.measured_latency import LatencyTarget
+    target = LatencyTarget(requested=0.30, channels_only=0.30, slope=0.6)
+    assert target.too_fast(0.90) and not target.too_fast(0.97) and not target.too_fast(1.0)
 
 
 def test_noisy_rounds_stay_inside_the_bracket():
