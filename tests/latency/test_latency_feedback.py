@@ -103,20 +103,22 @@ def _judged_fit():
                   rank_images=8, hsic_images=8, shapley_images=8).fit(small_resnet(), data)
 
 
-@pytest.mark.parametrize("slope", [0.8, 0.4])     # measured cut per MACs cut: small moves / large moves
-def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine, monkeypatch, slope):  # noqa: F811
-    """Without locating first: candidates are judged (each after a quick refit) in the first round;
-    when the internal budget has moved more than RECHOOSE_AFTER from where they were judged, only
-    the chosen recipe is judged again (with its branch removals)."""
+@pytest.mark.parametrize("slope, located", [(0.8, False), (0.4, False), (0.4, True)])
+def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine, monkeypatch,  # noqa: F811
+                                                                    slope, located):
+    """Candidates are judged (each after a quick refit) in the first round, and again when the
+    internal budget has moved more than RECHOOSE_AFTER from where they were judged: all of them
+    when the first choice was made at the request, only the chosen recipe (with its branch
+    removals) when it was made at a located budget."""
     from onnxprune.pipeline import measured_latency
-    from onnxprune.pipeline.measured_latency import RECHOOSE_AFTER
-    monkeypatch.setattr(measured_latency, "LOCATE_ROUNDS", 0)
+    from onnxprune.pipeline.measured_latency import RECHOOSE_AFTER, Located
+    monkeypatch.setattr(measured_latency, "_locate", lambda pruner, data, shape, start, notes: Located(
+        start, [], None, located))
     calls = _refits(monkeypatch)
     _slope_engine(monkeypatch, slope)
     pruner = _judged_fit()
     plan = pruner.plan()
     rounds = plan.budget["latency"]["feedback"]
-    assert "located" not in plan.budget["latency"]
     chosen = [rounds[0]["budget"]]              # where the candidate was chosen: round 1, then each
     for r in rounds[1:]:                        # round whose budget moved past RECHOOSE_AFTER from there
         if abs(r["budget"] - chosen[-1]) > RECHOOSE_AFTER:
@@ -127,10 +129,11 @@ def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine,
         assert len(rounds) >= 2 and len(chosen) == 1
     else:                                       # 0.2 (8 %) -> 0.35 (a step of at most 0.15) -> ~0.5
         assert len(chosen) >= 2
+    again = 1 if located else 5                 # candidates judged at each later choice
     kept = next(i for i, r in enumerate(rounds) if r["kept"])
     first_choice_kept = not any(r["allocation_chosen"] for r in rounds[1:kept + 1])
-    assert len(plan.budget["allocation_choice"]["candidates"]) == (5 if first_choice_kept else 1)
-    assert len(calls) == 5 + (len(chosen) - 1)  # five recipes judged once, then the chosen one alone
+    assert len(plan.budget["allocation_choice"]["candidates"]) == (5 if first_choice_kept else again)
+    assert len(calls) == 5 + again * (len(chosen) - 1)
 
 
 def test_the_budget_is_located_before_the_allocation_is_chosen(fake_engine, monkeypatch):  # noqa: F811
@@ -146,6 +149,15 @@ def test_the_budget_is_located_before_the_allocation_is_chosen(fake_engine, monk
     assert [r["allocation_chosen"] for r in rounds] == [True] + [False] * (len(rounds) - 1)
     assert len(calls) == 5                      # the five candidates judged once, nothing while locating
     assert any("brief channels-only round(s) timed before choosing" in n for n in pruner.notes)
+
+
+def test_a_model_too_fast_for_brief_timings_is_not_located(fake_engine, monkeypatch):  # noqa: F811
+    """Under LOCATE_MIN_MODEL_S per batch no locating round runs: the choice is made at the request."""
+    from onnxprune.pipeline import measured_latency
+    monkeypatch.setattr(measured_latency, "LOCATE_MIN_MODEL_S", 1e9)
+    _slope_engine(monkeypatch, 0.4)
+    rec = _judged_fit().plan().budget["latency"]
+    assert "located" not in rec and rec["feedback"][0]["budget"] == 0.2
 
 
 def test_a_branch_removal_that_overshoots_the_latency_budget_is_left_out():
