@@ -27,8 +27,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Candidate", "Choice", "output_distance", "top1_disagreement", "criterion_name",
+__all__ = ["Candidate", "Choice", "recipe_name", "output_distance", "top1_disagreement", "criterion_name",
            "choose_candidate"]
+
+
+def recipe_name(alloc: str, sharpness: float) -> str:
+    """The name of the allocation recipe with weights w^t (e.g. "convex t=2")."""
+    return f"{alloc} t={sharpness:g}"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from onnxprune.allocate.candidates import Candidate
+from onnxprune.allocate.candidates import Candidate, recipe_name
 from onnxprune.errors import BudgetError
 from onnxprune.log import get_logger
 from onnxprune.rewrite.apply import apply_plan
@@ -158,6 +158,7 @@ def _locate(pruner, data, shape: str, start: float, notes_before: list[str]) -> 
     candidates (each round is then already as cheap)."""
     from onnxprune.latency.feedback import _next_budget, meet_measured_latency
     alloc, _, _ = pruner.config.resolved()
+    requested = pruner.config.latency_reduction
     if LOCATE_ROUNDS <= 0 or pruner.config.latency_rounds <= 1 or data is None or \
             alloc not in ("convex", "linear") or pruner.config.ratio is not None:
         return Located(start, [])
@@ -166,18 +167,18 @@ def _locate(pruner, data, shape: str, start: float, notes_before: list[str]) -> 
                  "budget; the allocation is chosen at %.1f %%", 1e3 * pruner.latency_.measured_full, 100 * start)
         return Located(start, [])
     temps = pruner.config.temperatures
-    recipe = f"{alloc} t={(1.0 if 1.0 in temps else temps[len(temps) // 2]):g}"
+    recipe = recipe_name(alloc, 1.0 if 1.0 in temps else temps[len(temps) // 2])
 
     def attempt(budget):
         pruner.notes = list(notes_before)
-        pruner._fixed_candidate = Candidate(recipe, {}, recipe=recipe)
         allocation = pruner._allocate(data, **{shape: budget})
         return allocation, select_all(pruner.analysis_, allocation, pruner.scores_)
 
     log.info("latency feedback: locating the internal budget with %s, channels only, before choosing the "
              "allocation", recipe)
+    pruner._fixed_candidate = Candidate(recipe, {}, recipe=recipe)     # every round: this recipe, no branch
     try:
-        best, rounds = meet_measured_latency(pruner.config.latency_reduction, attempt,
+        best, rounds = meet_measured_latency(requested, attempt,
                                              _measure(pruner, **LOCATE_TIMING), rounds=LOCATE_ROUNDS,
                                              tolerance=LOCATE_TOLERANCE, start=start, confirm=False,
                                              name="locating")
@@ -187,13 +188,13 @@ def _locate(pruner, data, shape: str, start: float, notes_before: list[str]) -> 
         pruner._fixed_candidate = None
         pruner.notes = list(notes_before)
     slope = _slope(rounds)
-    if abs(best.measured - pruner.config.latency_reduction) <= LOCATE_TOLERANCE and slope is None:
+    if abs(best.measured - requested) <= LOCATE_TOLERANCE and slope is None:
         return Located(best.budget, rounds, None, True)        # landed at once
     if slope is None or slope < LOCATE_MIN_SLOPE:
         log.info("latency feedback: channels-only cuts barely move the measured latency here (%s); the "
                  "allocation is chosen at %.1f %%", "one round" if slope is None else
                  f"{slope:.2f} points of cut per point of budget", 100 * start)
         return Located(start, rounds)
-    if abs(best.measured - pruner.config.latency_reduction) > LOCATE_TOLERANCE:
-        return Located(_next_budget(rounds, pruner.config.latency_reduction, slope), rounds, slope, True)
+    if abs(best.measured - requested) > LOCATE_TOLERANCE:
+        return Located(_next_budget(rounds, requested, slope), rounds, slope, True)
     return Located(best.budget, rounds, slope, True)

@@ -16,7 +16,7 @@ import onnx
 
 from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
                                 ratio_counts, repair)
-from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
+from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate, recipe_name
 from onnxprune.allocate.emptied import overshoots, without_groups
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
@@ -222,10 +222,10 @@ class Pruner:
         base = self._weights(problem, raw=True)
         out = []
         for t in self.config.temperatures:
-            if only in (None, f"{alloc} t={t:g}"):
+            if only in (None, recipe_name(alloc, t)):
                 w = self._scaled(full, {g: v ** t for g, v in base.items()})
                 result = allocate(problem, alloc, weights=w, x_min=self.config.min_keep)
-                out.append(Candidate(f"{alloc} t={t:g}", dict(result.counts), result.notes))
+                out.append(Candidate(recipe_name(alloc, t), dict(result.counts), result.notes))
         if len(self.config.temperatures) > 1 and only in (None, "uniform"):
             result = allocate(problem, "uniform")
             out.append(Candidate("uniform", dict(result.counts), result.notes))
