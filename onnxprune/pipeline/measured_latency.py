@@ -11,7 +11,7 @@ at the request's MACs cut and chosen again 15 points further, which cost a minut
 skipped for models that run under ``LOCATE_MIN_MODEL_S`` per batch (brief timings of a 1 ms model
 drift too far) and set aside where channels-only cuts barely move the latency
 (``LOCATE_MIN_SLOPE``); the choice is then made at the request and made whole again when the
-budget moves far.
+budget moves far, the recipe kept once two choices agree on it.
 """
 from __future__ import annotations
 
@@ -64,17 +64,20 @@ def allocate_measured(pruner, data) -> None:
         pruner._latency_target = LatencyTarget(requested, near.measured + slope * (start - near.budget), slope)
 
     chosen_at: list[float] = []     # the internal budgets at which a candidate was chosen
+    recipes: list[str] = []         # ... and the recipe chosen there
 
     def attempt(budget):
         # the first round chooses the candidate (weight sharpness, branches removed); later rounds
         # keep it and move only the budget (one allocation and one timing), until the budget has
-        # moved more than RECHOOSE_AFTER from where it was chosen: then it is chosen again (after
-        # locating, only the branches removed, the recipe kept: judging every recipe again cost
-        # ResNet-56 25 s)
+        # moved more than RECHOOSE_AFTER from where it was chosen: then it is chosen again. Only
+        # the branches removed are chosen again, the recipe kept, after locating (the recipe was
+        # chosen near where the cut lands) or once two choices agreed on the recipe: judging every
+        # recipe again cost ResNet-56 25 s a choice, and at batch 1 four choices of one prune all
+        # chose the same recipe
         pruner.notes = list(notes_before)
         if chosen_at and abs(budget - chosen_at[-1]) > RECHOOSE_AFTER:
             kept = pruner._fixed_candidate
-            if located_used and kept is not None:     # the recipe was chosen near where the cut lands
+            if kept is not None and (located_used or _stable(recipes)):
                 pruner._recipe_only = kept.recipe or kept.name
             pruner._fixed_candidate = None
             log.info("latency feedback: internal budget %.1f %% is %.1f points from where the allocation was "
@@ -85,8 +88,11 @@ def allocate_measured(pruner, data) -> None:
             chosen_at.append(budget)
             if len(chosen_at) > 1:
                 pruner._latency_target = None
+        choosing = pruner._fixed_candidate is None
         allocation = pruner._allocate(data, **{shape: budget})
         pruner._fixed_candidate = None if pruner.choice_ is None else pruner.choice_.candidate
+        if choosing and pruner._fixed_candidate is not None:
+            recipes.append(pruner._fixed_candidate.recipe or pruner._fixed_candidate.name)
         return allocation, select_all(pruner.analysis_, allocation, pruner.scores_), list(pruner.notes), pruner.choice_
 
     try:
@@ -97,8 +103,8 @@ def allocate_measured(pruner, data) -> None:
         pruner._fixed_candidate = pruner._recipe_only = pruner._latency_target = None
     pruner.allocation_, pruner.kept_, pruner.notes, pruner.choice_ = best.result
     pruner.latency_located_ = [r.to_dict() for r in located]
-    pruner.latency_feedback_ = [{**r.to_dict(), "allocation_chosen": r.budget in chosen_at, "kept": r is best}
-                                for r in rounds]
+    pruner.latency_feedback_ = [{**r.to_dict(), "allocation_chosen": r.budget in chosen_at, "kept": r is best,
+                                 **_candidate_name(r.result)} for r in rounds]
     what = "MACs" if shape == "macs_budget" else "table latency"
     pruner.notes.append(f"latency budget met by measurement: internal {what} budget {100 * best.budget:.1f} % "
                       f"measured {100 * best.measured:.1f} % ({len(rounds)} round(s), the allocation chosen "
@@ -120,6 +126,17 @@ class LatencyTarget:
         """Whether a candidate timed ``time_ratio`` x the channels-only one overshoots that far."""
         cut = 1 - (1 - self.channels_only) * time_ratio
         return (cut - self.requested) / self.slope > RECHOOSE_AFTER
+
+
+def _candidate_name(result) -> dict:
+    """{"candidate": the name of the candidate a round allocated with} (empty: none judged)."""
+    choice = None if result is None else result[3]
+    return {} if choice is None else {"candidate": choice.candidate.name}
+
+
+def _stable(recipes: list[str]) -> bool:
+    """Whether the last two choices of the allocation chose the same recipe."""
+    return len(recipes) >= 2 and recipes[-1] == recipes[-2]
 
 
 def _slope(rounds) -> float | None:

@@ -108,8 +108,8 @@ def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine,
                                                                     slope, located):
     """Candidates are judged (each after a quick refit) in the first round, and again when the
     internal budget has moved more than RECHOOSE_AFTER from where they were judged: all of them
-    when the first choice was made at the request, only the chosen recipe (with its branch
-    removals) when it was made at a located budget."""
+    when the first choice was made at the request (until two choices agree on the recipe), only
+    the chosen recipe (with its branch removals) when it was made at a located budget."""
     from onnxprune.pipeline import measured_latency
     from onnxprune.pipeline.measured_latency import RECHOOSE_AFTER, Located
     monkeypatch.setattr(measured_latency, "_locate", lambda pruner, data, shape, start, notes: Located(
@@ -129,11 +129,14 @@ def test_later_rounds_keep_the_candidate_until_the_budget_moves_far(fake_engine,
         assert len(rounds) >= 2 and len(chosen) == 1
     else:                                       # 0.2 (8 %) -> 0.35 (a step of at most 0.15) -> ~0.5
         assert len(chosen) >= 2
-    again = 1 if located else 5                 # candidates judged at each later choice
-    kept = next(i for i, r in enumerate(rounds) if r["kept"])
-    first_choice_kept = not any(r["allocation_chosen"] for r in rounds[1:kept + 1])
-    assert len(plan.budget["allocation_choice"]["candidates"]) == (5 if first_choice_kept else again)
-    assert len(calls) == 5 + again * (len(chosen) - 1)
+    recipes = [r["candidate"].split(",")[0] for r in rounds if r["allocation_chosen"]]
+    judged = [5] + [1 if located or (k >= 2 and recipes[k - 1] == recipes[k - 2]) else 5
+                    for k in range(1, len(recipes))]        # candidates judged at each choice
+    kept = max(i for i, r in enumerate(rounds[:next(i for i, r in enumerate(rounds) if r["kept"]) + 1])
+               if r["allocation_chosen"])                   # the choice the kept round allocated with
+    assert len(plan.budget["allocation_choice"]["candidates"]) == judged[[i for i, r in enumerate(rounds)
+                                                                          if r["allocation_chosen"]].index(kept)]
+    assert len(calls) == sum(judged)
 
 
 def test_the_budget_is_located_before_the_allocation_is_chosen(fake_engine, monkeypatch):  # noqa: F811
