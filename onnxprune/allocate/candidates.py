@@ -27,7 +27,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Candidate", "Choice", "recipe_name", "output_distance", "top1_disagreement", "criterion_name",
+__all__ = ["Candidate", "ChoiceRule", "Choice", "recipe_name", "output_distance", "top1_disagreement", "criterion_name",
            "choose_candidate"]
 
 
@@ -52,6 +52,24 @@ class Candidate:
     def suffix(self) -> str:
         """What the name adds to the recipe (the branches removed)."""
         return self.name[len(self.recipe):] if self.recipe and self.name.startswith(self.recipe) else ""
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    """How an allocation is picked. Default: every recipe judged (with branch removals where they
+    apply). ``keep``: allocate as this candidate did (its recipe, its removed branches), nothing
+    judged; ``recipe``: judge only this recipe's candidates; ``target``: an object whose
+    ``too_fast(time ratio)`` leaves out branch removals that overshoot a latency budget (see
+    onnxprune.pipeline.measured_latency.LatencyTarget)."""
+
+    keep: Candidate | None = None
+    recipe: str | None = None
+    target: object = None
+
+    @classmethod
+    def fixed_recipe(cls, recipe: str) -> "ChoiceRule":
+        """Allocate with ``recipe``, channels only, nothing judged."""
+        return cls(keep=Candidate(recipe, {}, recipe=recipe))
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import onnx
 
 from onnxprune.latency.table import Engine
 
-__all__ = ["measure_pair", "measure_models", "MIN_ROUND_S", "PAIR_ROUND_S", "MIN_MODEL_S", "MAX_MODEL_S",
-           "PRECISION"]
+__all__ = ["measure_pair", "measure_models", "median_se", "MIN_ROUND_S", "PAIR_ROUND_S", "MIN_MODEL_S",
+           "MAX_MODEL_S", "PRECISION"]
 
 MIN_ROUND_S = 0.1      # each model runs at least this long per interleaved round (measure_models)
 PAIR_ROUND_S = 0.02    # ... in a speed-up measurement's rounds (measure_pair: short rounds, many of them)
@@ -110,8 +110,10 @@ def _round_ratios(samples: Samples) -> np.ndarray:
     return np.array([_round_ratio(a, b) for a, b in zip(samples[0], samples[1])])
 
 
-def _ratio_error(ratios: np.ndarray) -> float:
-    """Standard error of the median of ``ratios`` (normal approximation: 1.25 sd / sqrt(n))."""
+def median_se(ratios) -> float:
+    """Standard error of the median of ``ratios`` (normal approximation: 1.25 sd / sqrt(n); inf
+    under 3 values)."""
+    ratios = np.asarray(ratios, dtype=np.float64)
     return float("inf") if len(ratios) < 3 else float(1.2533 * np.std(ratios, ddof=1) / math.sqrt(len(ratios)))
 
 
@@ -143,10 +145,10 @@ def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Eng
             return False
         if done < rounds or min(timed) < min_s:
             return True
-        return min(timed) < max_s and _ratio_error(np.array(ratios)) > want
+        return min(timed) < max_s and median_se(np.array(ratios)) > want
 
     samples = _interleaved(fns, runs, more)       # ``more`` has taken the ratio of every round run
-    ratio, se = float(np.median(ratios)), _ratio_error(np.array(ratios))
+    ratio, se = float(np.median(ratios)), median_se(np.array(ratios))
     a, b = (float(np.median(np.concatenate(s))) for s in samples)
     return {"original_s": a, "pruned_s": b, "speedup": 1 / ratio if ratio > 0 else float("nan"),
             "reduction": 1 - ratio, "reduction_se": se if math.isfinite(se) else None, "batch": batch,

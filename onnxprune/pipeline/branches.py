@@ -30,13 +30,13 @@ BRANCH_MAX_ROUNDS = 1000    # short rounds (PAIR_ROUND_S), as many as fit BRANCH
 
 
 def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images, reference,
-                            output_names, after) -> Choice:
+                           output_names, after, target=None) -> Choice:
     """Judge the branch-removal candidates like the others; time them and the channels-only choice
     on the latency engine; keep the fastest whose output distance is within the tolerance of
     that choice's, the closest among those timed within the slack of the fastest. (The quick
     refit on a few images favours candidates with fewer kept channels, i.e. without removed branches: on ResNet-56 at -45.5 % MACs the candidate that
     removed 6 branches judged 0.40 against 0.28 and refitted on all images scored 89.6 % top-1
-    against 88.4 %.)"""
+    against 88.4 %.) ``target`` (ChoiceRule.target): candidates it finds too fast are left out."""
     extra = branch_candidates(pruner, problem, alloc, choice.candidate, images, reference)
     if not extra:
         return choice
@@ -50,7 +50,6 @@ def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images
     for c in timed:
         log.info("  %s: distance %.4f, %.2f ms per batch of %d", c.name, scores[c.name][1],
                  1e3 * latency[c.name], pruner.latency_.batch)
-    target = pruner._latency_target
     if target is not None:          # under a latency budget: not so fast that the budget must move far
         fast = [n for n in names if n != base and target.too_fast(latency[n] / latency[base])]
         if fast:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from onnxprune.allocate.candidates import Candidate, recipe_name
+from onnxprune.allocate.candidates import ChoiceRule, recipe_name
 from onnxprune.errors import BudgetError
 from onnxprune.log import get_logger
 from onnxprune.rewrite.apply import apply_plan
@@ -59,12 +59,14 @@ def allocate_measured(pruner, data) -> None:
     start = max(requested, pruner.config.flops_reduction or 0.0) if shape == "macs_budget" else requested
     found = _locate(pruner, data, shape, start, notes_before)
     start, located, slope, located_used = found.budget, found.rounds, found.slope, found.used
+    target = None
     if slope is not None:       # the first choice weighs branch removals against the request
         near = min((r for r in located if r.measured is not None), key=lambda r: abs(r.budget - start))
-        pruner._latency_target = LatencyTarget(requested, near.measured + slope * (start - near.budget), slope)
+        target = LatencyTarget(requested, near.measured + slope * (start - near.budget), slope)
 
     chosen_at: list[float] = []     # the internal budgets at which a candidate was chosen
     recipes: list[str] = []         # ... and the recipe chosen there
+    kept = None                     # the candidate the rounds allocate with until chosen again
 
     def attempt(budget):
         # the first round chooses the candidate (weight sharpness, branches removed); later rounds
@@ -74,33 +76,29 @@ def allocate_measured(pruner, data) -> None:
         # chosen near where the cut lands) or once two choices agreed on the recipe: judging every
         # recipe again cost ResNet-56 25 s a choice, and at batch 1 four choices of one prune all
         # chose the same recipe
+        nonlocal kept
         pruner.notes = list(notes_before)
+        rule = ChoiceRule(keep=kept)
         if chosen_at and abs(budget - chosen_at[-1]) > RECHOOSE_AFTER:
-            kept = pruner._fixed_candidate
+            recipe = None
             if kept is not None and (located_used or _stable(recipes)):
-                pruner._recipe_only = kept.recipe or kept.name
-            pruner._fixed_candidate = None
+                recipe = kept.recipe or kept.name
+            rule = ChoiceRule(recipe=recipe)
             log.info("latency feedback: internal budget %.1f %% is %.1f points from where the allocation was "
                      "chosen (%.1f %%): choosing %s again", 100 * budget, 100 * abs(budget - chosen_at[-1]),
-                     100 * chosen_at[-1], f"the branches removed ({pruner._recipe_only})"
-                     if pruner._recipe_only else "the allocation")
-        if pruner._fixed_candidate is None:
+                     100 * chosen_at[-1], f"the branches removed ({recipe})" if recipe else "the allocation")
+        if rule.keep is None:
+            if not chosen_at:       # only the first choice is weighed against the located target
+                rule = ChoiceRule(recipe=rule.recipe, target=target)
             chosen_at.append(budget)
-            if len(chosen_at) > 1:
-                pruner._latency_target = None
-        choosing = pruner._fixed_candidate is None
-        allocation = pruner._allocate(data, **{shape: budget})
-        pruner._fixed_candidate = None if pruner.choice_ is None else pruner.choice_.candidate
-        if choosing and pruner._fixed_candidate is not None:
-            recipes.append(pruner._fixed_candidate.recipe or pruner._fixed_candidate.name)
+        allocation = pruner._allocate(data, rule=rule, **{shape: budget})
+        kept = None if pruner.choice_ is None else pruner.choice_.candidate
+        if rule.keep is None and kept is not None:
+            recipes.append(kept.recipe or kept.name)
         return allocation, select_all(pruner.analysis_, allocation, pruner.scores_), list(pruner.notes), pruner.choice_
 
-    try:
-        best, rounds = meet_measured_latency(requested, attempt, _measure(pruner),
-                                             rounds=pruner.config.latency_rounds, start=start,
-                                             slope_hint=slope)
-    finally:
-        pruner._fixed_candidate = pruner._recipe_only = pruner._latency_target = None
+    best, rounds = meet_measured_latency(requested, attempt, _measure(pruner), rounds=pruner.config.latency_rounds,
+                                         start=start, slope_hint=slope)
     pruner.allocation_, pruner.kept_, pruner.notes, pruner.choice_ = best.result
     pruner.latency_located_ = [r.to_dict() for r in located]
     pruner.latency_feedback_ = [{**r.to_dict(), "allocation_chosen": r.budget in chosen_at, "kept": r is best,
@@ -188,12 +186,11 @@ def _locate(pruner, data, shape: str, start: float, notes_before: list[str]) -> 
 
     def attempt(budget):
         pruner.notes = list(notes_before)
-        allocation = pruner._allocate(data, **{shape: budget})
+        allocation = pruner._allocate(data, rule=ChoiceRule.fixed_recipe(recipe), **{shape: budget})
         return allocation, select_all(pruner.analysis_, allocation, pruner.scores_)
 
     log.info("latency feedback: locating the internal budget with %s, channels only, before choosing the "
              "allocation", recipe)
-    pruner._fixed_candidate = Candidate(recipe, {}, recipe=recipe)     # every round: this recipe, no branch
     try:
         best, rounds = meet_measured_latency(requested, attempt,
                                              _measure(pruner, **LOCATE_TIMING), rounds=LOCATE_ROUNDS,
@@ -202,7 +199,6 @@ def _locate(pruner, data, shape: str, start: float, notes_before: list[str]) -> 
     except BudgetError:         # the measured rounds say what is out of reach, with precise timings
         return Located(start, [])
     finally:
-        pruner._fixed_candidate = None
         pruner.notes = list(notes_before)
     slope = _slope(rounds)
     if abs(best.measured - requested) <= LOCATE_TOLERANCE and slope is None:

@@ -16,7 +16,7 @@ import onnx
 
 from onnxprune.allocate import (AllocationProblem, ExactCosts, allocate, budget_problem, check_feasible,
                                 ratio_counts, repair)
-from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate, recipe_name
+from onnxprune.allocate.candidates import Candidate, Choice, ChoiceRule, choose_candidate, recipe_name
 from onnxprune.allocate.emptied import overshoots, without_groups
 from onnxprune.analysis import Analysis, analyze
 from onnxprune.analysis.cost import CostModel
@@ -71,9 +71,6 @@ class Pruner:
         self.latency_steps_: dict = {}
         self.latency_feedback_: list = []
         self.latency_located_: list = []    # the brief rounds that located the budget before the choice
-        self._fixed_candidate: Candidate | None = None   # latency feedback rounds keep the chosen candidate
-        self._recipe_only: str | None = None     # ... and choose again among that recipe's branch removals
-        self._latency_target = None     # measured_latency.LatencyTarget for the choice after locating
         self._branch_ranking: dict = {}     # emptiable group -> (harm, time saved), for this fit's images
 
     @property
@@ -232,12 +229,14 @@ class Pruner:
         return [Candidate(c.name + suffix, self._exact_repair(problem, c.counts, tuple(emptied), full), c.notes,
                           tuple(emptied), c.name) for c in out]
 
-    def _select_allocation(self, problem: AllocationProblem, data, alloc: str) -> dict[int, int]:
+    def _select_allocation(self, problem: AllocationProblem, data, alloc: str,
+                           rule: ChoiceRule = ChoiceRule()) -> dict[int, int]:
         """Keep the candidate whose pruned model's outputs stay closest to the unpruned model's on
-        calibration images (label-free; every output counts, see onnxprune.allocate.candidates)."""
+        calibration images (label-free; every output counts, see onnxprune.allocate.candidates);
+        ``rule`` narrows what is judged (the measured latency loop's rounds)."""
         from onnxprune.runtime import AnyBatchSession
-        if self._fixed_candidate is not None:
-            fixed, emptied = self._fixed_candidate, self._fixed_candidate.emptied   # same recipe and branches
+        if rule.keep is not None:
+            fixed, emptied = rule.keep, rule.keep.emptied        # same recipe and branches
             if emptied and overshoots(problem, emptied):
                 self.notes.append(f"at this internal budget removing the branches of {fixed.name} alone cuts more "
                                   "than asked: channels only")
@@ -248,7 +247,7 @@ class Pruner:
         refit_images = self._candidate_refit_images(data, images)
         session = AnyBatchSession(self.model_)
         reference = session.run(images)
-        candidates = self._candidates(problem, alloc, only=self._recipe_only)
+        candidates = self._candidates(problem, alloc, only=rule.recipe)
         from onnxprune.pipeline.branches import with_branch_candidates
         branches = self.config.remove_branches == "auto" and bool(self.latency_steps_) and not (
             self.config.latency_reduction is not None and self.config.latency_shape == "tables")
@@ -260,7 +259,7 @@ class Pruner:
         choice = choose_candidate(candidates, judge, reference, session.output_names, after=after)
         if branches:
             choice = with_branch_candidates(self, problem, alloc, choice, judge, images, reference,
-                                                  session.output_names, after)
+                                            session.output_names, after, target=rule.target)
         self.choice_ = choice
         self.notes.extend(choice.candidate.notes)
         if len(candidates) > 1:
@@ -372,10 +371,12 @@ class Pruner:
             log.info("channel steps %s; trying finer steps", why)
             self.config = dataclasses.replace(self.config, round_to=finer)
 
-    def _allocate(self, data, latency_budget: float | None = None, macs_budget: float | None = None) -> dict[int, int]:
+    def _allocate(self, data, latency_budget: float | None = None, macs_budget: float | None = None,
+                  rule: ChoiceRule = ChoiceRule()) -> dict[int, int]:
         """Counts per group under the config's budgets. The measured feedback's internal budget is
         either ``latency_budget`` (replaces the latency cut asked of the tables) or ``macs_budget``
-        (a MACs cut, at least the config's, in place of the tables' latency budget)."""
+        (a MACs cut, at least the config's, in place of the tables' latency budget); ``rule``: how
+        the candidates are judged (see ChoiceRule)."""
         config = self.config
         alloc, _, _ = config.resolved()
         floors = span_floors(self.analysis_)      # one kept channel per tensor of a group
@@ -391,7 +392,7 @@ class Pruner:
                                           if latency_budget is None else latency_budget)
         check_feasible(problem)
         if alloc in ("convex", "linear") and data is not None:
-            return self._select_allocation(problem, data, alloc)
+            return self._select_allocation(problem, data, alloc, rule)
         kwargs = {}
         if alloc == "global":
             kwargs["scores"] = {g: self.scores_[g] for g in problem.channels}

@@ -139,15 +139,21 @@ def test_latency_budget_keeps_its_removed_branches_through_the_feedback(fake_eng
     x = np.load(assets / "cifar10-lossless-test-first1017.npz")["x"][:96].astype(np.float32)
     data = np.ascontiguousarray(((x / 255.0 - 0.45) / 0.25).transpose(0, 3, 1, 2))
     later: list[tuple] = []
-    candidates = Pruner._candidates
+    candidates, select = Pruner._candidates, Pruner._select_allocation
     monkeypatch.setattr("onnxprune.pipeline.measured_latency.LOCATE_ROUNDS", 0)    # the choice in round 1
+    keeping: list = []          # the candidate the current allocation keeps (None: judging)
+
+    def spy_select(self, problem, data, alloc, rule):
+        keeping[:] = [rule.keep]
+        return select(self, problem, data, alloc, rule)
 
     def spy(self, problem, alloc, only=None, emptied=(), suffix=""):
-        fixed = self._fixed_candidate
+        fixed = keeping[0] if keeping else None
         if fixed is not None:
             later.append((fixed, only, tuple(emptied), suffix, overshoots(problem, fixed.emptied)))
         return candidates(self, problem, alloc, only=only, emptied=emptied, suffix=suffix)
     monkeypatch.setattr(Pruner, "_candidates", spy)
+    monkeypatch.setattr(Pruner, "_select_allocation", spy_select)
 
     def fake_pair(original, pruned, engine, batch, **kw):     # the network gains less than the MACs: rounds
         full, small = (CostModel(analyze(m)).macs() for m in (original, pruned))
@@ -168,6 +174,7 @@ def test_latency_budget_keeps_its_removed_branches_through_the_feedback(fake_eng
     removed = sorted(g.id for g in res.plan.groups if g.channels and not g.kept)
     assert removed in ([], sorted(later[0][0].emptied))
     monkeypatch.setattr(Pruner, "_candidates", candidates)
+    monkeypatch.setattr(Pruner, "_select_allocation", select)
     tables = prune(model, PruneConfig(latency_reduction=0.4, latency_shape="tables", round_to="latency",
                                       select_images=32, recover="none", temperatures=(0.5, 1.0), branch_tolerance=9.0,
                                       verify=False), data=data)

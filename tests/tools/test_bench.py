@@ -163,6 +163,35 @@ def test_rounds_interleave_and_stop():
     assert len(c.samples) == 7
 
 
+def _simulated(monkeypatch, noise: float):
+    """Slots whose runs take simulated seconds (a 1 ms baseline, a 0.5 ms model; each run off by
+    a random factor of sd ``noise``) and a clock that adds them up instead of timing."""
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(timing, "_timed", lambda fn: fn())
+    m = types.SimpleNamespace(name="m")
+    return [timing.Slot(m, engines.Runner(lambda s=s: s * max(0.1, 1 + noise * rng.standard_normal()), "cpu"))
+            for s in (1e-3, 5e-4)]
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.5])
+def test_precision_keeps_timing_until_the_speedup_is_precise(monkeypatch, noise):
+    """After the minimums, timing goes on until the paired speed-up's standard error is at most
+    ``precision`` of it, or a model has been timed ``max_time_s``; without ``precision`` it stops."""
+    settings = dict(warmup=1, min_runs=5, min_time_s=0.05, max_runs=100_000)
+    base, model = _simulated(monkeypatch, noise)
+    timing.measure_rounds([base, model], precision=0.01, max_time_s=0.5, **settings)
+    speedup, se = timing.paired_speedup(base.round_medians, model.round_medians)
+    if noise == 0:                  # precise at once: the minimums decide
+        assert speedup == pytest.approx(2.0) and se == pytest.approx(0.0)
+        assert base.total < 0.1
+    else:                           # too noisy for 1 %: timed to the cap
+        assert base.total >= 0.5 or model.total >= 0.5
+        assert se > 0.01 * speedup and speedup == pytest.approx(2.0, rel=0.1)
+        base, model = _simulated(monkeypatch, noise)
+        timing.measure_rounds([base, model], precision=None, max_time_s=0.5, **settings)
+        assert base.total < 0.1     # no precision: the minimums alone
+
+
 def test_failing_runner_is_skipped_not_raised(models):
     calls = {"n": 0}
 
@@ -314,7 +343,8 @@ def test_json_and_markdown_written(report, tmp_path):
     by = {(r[0], r[2]): dict(zip(header, r)) for r in rows}
     assert by[("big.onnx", "1")]["speed-up vs baseline"].startswith("1.00×")
     p = report.pair("small.onnx", "ort-cpu", 4)
-    assert by[("small.onnx", "4")]["speed-up vs baseline"] == f"{p.speedup:.2f}×"
+    paired = f"{p.speedup_rounds:.2f}×" + ("" if p.speedup_rounds_se is None else f" ±{p.speedup_rounds_se:.2f}")
+    assert by[("small.onnx", "4")]["speed-up vs baseline"] == paired        # the paired speed-up
     assert by[("small.onnx", "4")]["MACs ratio"] == f"{p.macs_ratio:.2f}×"
     assert float(by[("big.onnx", "4")]["p50 ms"]) == pytest.approx(
         report.result("big.onnx", "ort-cpu", 4).p50_ms, rel=1e-2, abs=1e-3)
@@ -347,6 +377,10 @@ def test_bad_inputs_raise_clear_errors(models, tmp_path):
         one_line(e, "batch")
     with pytest.raises(OnnxPruneError, match="min_runs"):
         bench_models([models["big"]], batches=[1], warmup=1, min_runs=0)
+    with pytest.raises(OnnxPruneError, match="precision"):
+        bench_models([models["big"]], batches=[1], precision=5)
+    with pytest.raises(OnnxPruneError, match="max_time_s"):
+        bench_models([models["big"]], batches=[1], max_time_s=-1)
     with pytest.raises(OnnxPruneError, match="no model"):
         bench_models([], batches=[1])
     # a dynamic spatial size must be fixed by the user
@@ -413,3 +447,10 @@ def test_cli_entry(models, tmp_path, capsys, monkeypatch):
     args = _parser().parse_args([str(models["small"]), "--batch", "one"])
     with pytest.raises(OnnxPruneError, match="batch"):
         run_bench_from_args(args)
+    # --precision: a fraction or 'off'
+    assert _parser().parse_args([str(models["small"]), "--precision", "off"]).precision is None
+    assert _parser().parse_args([str(models["small"])]).precision == 0.01
+    for bad in ("2", "x"):
+        with pytest.raises(SystemExit):
+            _parser().parse_args([str(models["small"]), "--precision", bad])
+    assert "fraction between 0 and 1" in capsys.readouterr().err

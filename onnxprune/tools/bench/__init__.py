@@ -1,11 +1,14 @@
 """Latency benchmark: original vs pruned models on the same engine, batch and session (DESIGN §8, B2).
 
-``bench_models([A, B, …])`` measures every model × engine × batch: a warm-up, then interleaved
-rounds (A, B, …, then …, B, A) until each model has at least ``min_runs`` runs and ``min_time_s``
-of measured time (capped at ``max_runs``). It reports mean, p50, p90, p99 and IQR in milliseconds
-and images/s (batch / p50), plus MACs per image (FLOPs = 2 × MACs), parameters and file size, and
-for every model after the first (the baseline) the latency speed-up next to the MACs ratio, so a gap
-between the two is visible. On noisy shared machines quote the medians and ratios, not single times.
+``bench_models([A, B, …])`` measures every model × engine × batch: a warm-up, then short
+interleaved rounds (A, B, …, then …, B, A) until each model has at least ``min_runs`` runs and
+``min_time_s`` of measured time, then on until every speed-up over the baseline is ``precision``
+precise (or a model has run ``max_time_s``; capped at ``max_runs``). It reports mean, p50, p90, p99
+and IQR in milliseconds and images/s (batch / p50), plus MACs per image (FLOPs = 2 × MACs),
+parameters and file size, and for every model after the first (the baseline) the paired latency
+speed-up (median of per-round ratios, as the prune's latency budgets measure it, with its standard
+error) next to the MACs ratio, so a gap between the two is visible. On noisy shared machines quote
+the medians and ratios, not single times.
 
 Engines: ``ort-cpu``, ``ort-cuda`` (IO binding, inputs and outputs on the GPU), ``torch-cpu``,
 ``torch-cuda``, ``torch-compile`` (on the GPU when torch sees one, else on the CPU) and

@@ -27,6 +27,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-time", type=float, default=1.0, metavar="SECONDS",
                         help="measured time per model, at least (default 1.0)")
     parser.add_argument("--max-runs", type=int, default=1000, help="timed runs per model, at most (default 1000)")
+    parser.add_argument("--precision", type=_precision, default=0.01, metavar="FRACTION",
+                        help="after the minimums, keep timing until the standard error of every paired "
+                             "speed-up is at most this fraction of it ('off': stop at the minimums; "
+                             "default 0.01)")
+    parser.add_argument("--max-time", type=float, default=10.0, metavar="SECONDS",
+                        help="... or until a model has been timed this long (default 10)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for onnxruntime / torch (default: the runtime's choice)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -39,6 +45,19 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(func=run_bench_from_args)
 
 
+def _precision(text: str) -> float | None:
+    """``--precision``: a fraction in (0, 1), or 'off'."""
+    if text.strip().lower() in ("off", "none", "0"):
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.01 or 'off', got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 or 'off', got {text!r}")
+    return v
+
+
 def run_bench_from_args(args: argparse.Namespace) -> int:
     """Run ``onnxprune bench``; 0 when something was measured, 1 when everything was skipped."""
     batches = parse_batches(args.batch)
@@ -48,6 +67,7 @@ def run_bench_from_args(args: argparse.Namespace) -> int:
         check_output_prefix(Path(args.output))
     report = bench_models(args.models, batches=batches, engines=engines, warmup=args.warmup,
                           min_runs=args.min_runs, min_time_s=args.min_time, max_runs=args.max_runs,
+                          precision=args.precision, max_time_s=args.max_time,
                           threads=args.threads, seed=args.seed, input_shapes=shapes)
     sys.stdout.write(report.to_json() + "\n" if args.json else report.to_markdown())
     sys.stdout.flush()

@@ -20,11 +20,14 @@ def report_markdown(report: "BenchReport") -> str:
                  f"torch {m.get('torch') or 'not installed'}; Python {m.get('python', '?')}.")
     s = report.settings
     if s:
+        until = (f", then until each speed-up's standard error is at most {100 * s['precision']:g} % of it or "
+                 f"a model has been timed {s.get('max_time_s')} s" if s.get("precision") else "")
         lines.append(f"Settings: warm-up {s.get('warmup')}, at least {s.get('min_runs')} runs and "
-                     f"{s.get('min_time_s')} s per model (at most {s.get('max_runs')} runs), models "
-                     f"interleaved in rounds; threads {s.get('threads') or 'default'}; seed {s.get('seed')}.")
-    lines += ["", "MACs are per image; FLOPs = 2×MACs. Speed-up vs baseline = baseline p50 / model p50 "
-              "(same engine, batch and session); MACs ratio = baseline MACs / model MACs. "
+                     f"{s.get('min_time_s')} s per model (at most {s.get('max_runs')} runs){until}; models "
+                     f"interleaved in short rounds; threads {s.get('threads') or 'default'}; seed {s.get('seed')}.")
+    lines += ["", "MACs are per image; FLOPs = 2×MACs. Speed-up vs baseline = the median over rounds of "
+              "baseline time / model time in that round, ± its standard error (paired: a slow spell slows "
+              "both sides of a round; same engine, batch and session); MACs ratio = baseline MACs / model MACs. "
               "Times in ms; on a shared machine quote ratios and medians.", ""]
     head = ["model", "engine", "batch", "p50 ms", "mean", "p90", "p99", "IQR", "runs", "img/s",
             "MACs (FLOPs = 2×MACs)", "params", "size MB", "speed-up vs baseline", "MACs ratio"]
@@ -38,7 +41,9 @@ def report_markdown(report: "BenchReport") -> str:
         if r.model == base:
             sp, mr = "1.00× (baseline)", "1.00×"
         else:
-            sp = format_ratio(p.speedup if p else None)
+            sp = format_ratio(p.speedup_rounds if p else None)
+            if p and p.speedup_rounds_se is not None and sp != "–":
+                sp += f" ±{p.speedup_rounds_se:.2f}"
             mr = format_ratio(p.macs_ratio if p else None)
         lines.append("| " + " | ".join([
             r.model + (" (dyn. batch)" if r.dynamic_batch else ""), f"{r.engine} ({r.device})",

@@ -59,6 +59,7 @@ class Pair:
     speedup: float | None              # baseline p50 / model p50
     speedup_rounds: float | None       # median over interleaved rounds of the per-round p50 ratio
     macs_ratio: float | None           # baseline MACs / model MACs
+    speedup_rounds_se: float | None = None   # standard error of speedup_rounds (None: under 3 rounds)
 
 
 @dataclass
@@ -107,7 +108,8 @@ class BenchReport:
         from onnxprune import __version__
         return {"schema": SCHEMA, "onnxprune_version": __version__,
                 "note": "times in milliseconds; MACs per image, FLOPs = 2 x MACs; speedup = baseline "
-                        "p50 / model p50; macs_ratio = baseline MACs / model MACs",
+                        "p50 / model p50; speedup_rounds = median of the per-round ratios (paired, "
+                        "the better estimate) with its standard error; macs_ratio = baseline MACs / model MACs",
                 "machine": self.machine, "settings": self.settings,
                 "models": [asdict(m) for m in self.models],
                 "results": [asdict(r) for r in self.results],

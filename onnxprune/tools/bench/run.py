@@ -15,7 +15,7 @@ from onnxprune.tools.bench.markdown import format_count, format_ms
 from onnxprune.tools.bench.models import BenchModel, model_labels
 from onnxprune.tools.bench.parsing import parse_batches, parse_engines, parse_input_shapes
 from onnxprune.tools.bench.records import BenchReport, BenchResult, Pair, Skipped, one_line
-from onnxprune.tools.bench.timing import Slot, latency_stats, measure_rounds
+from onnxprune.tools.bench.timing import Slot, latency_stats, measure_rounds, paired_speedup
 
 __all__ = ["bench_models"]
 
@@ -25,8 +25,12 @@ log = get_logger(__name__)
 def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int] = (1, 64),
                  engines: str | Iterable[str] = ("ort-cpu",), warmup: int = 5, min_runs: int = 20,
                  min_time_s: float = 1.0, max_runs: int = 1000, threads: int | None = None,
-                 seed: int = 0, input_shapes: dict[str, list[int]] | Sequence[str] | None = None) -> BenchReport:
+                 seed: int = 0, input_shapes: dict[str, list[int]] | Sequence[str] | None = None,
+                 precision: float | None = 0.01, max_time_s: float = 10.0) -> BenchReport:
     """Measure every model × engine × batch; the first model is the baseline of the pairs.
+    ``precision``: after ``min_runs`` and ``min_time_s``, keep timing until the standard error of
+    every paired speed-up is at most this fraction of it, or a model has been timed ``max_time_s``
+    (or ``max_runs`` times); None: stop at the minimums.
 
     Raises :class:`OnnxPruneError` (one line, naming the file) for a missing or invalid model, an
     unknown engine or a bad batch list; engines or runs that cannot work here are skipped and
@@ -37,7 +41,7 @@ def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int
         raise OnnxPruneError("no model given to benchmark")
     batch_list = parse_batches(batches)
     engine_list = parse_engines(engines)
-    _check_settings(warmup, min_runs, max_runs, min_time_s, threads)
+    _check_settings(warmup, min_runs, max_runs, min_time_s, threads, precision, max_time_s)
     shapes = parse_input_shapes(input_shapes)
     models = _load_models(paths, shapes)
     results: list[BenchResult] = []
@@ -48,7 +52,8 @@ def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int
         skipped.append(sk)
         log.warning("%s", sk.message)
 
-    budget = dict(warmup=warmup, min_runs=min_runs, min_time_s=float(min_time_s), max_runs=max_runs)
+    budget = dict(warmup=warmup, min_runs=min_runs, min_time_s=float(min_time_s), max_runs=max_runs,
+                  precision=precision, max_time_s=float(max_time_s))
     for engine_name in engine_list:
         try:
             engine = make_engine(engine_name, threads)
@@ -75,19 +80,25 @@ def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int
 
     pairs = _baseline_pairs(models, results, round_meds, engine_list, batch_list)
     settings = {"batches": batch_list, "engines": engine_list, "warmup": warmup, "min_runs": min_runs,
-                "min_time_s": min_time_s, "max_runs": max_runs, "threads": threads, "seed": seed,
+                "min_time_s": min_time_s, "max_runs": max_runs, "precision": precision,
+                "max_time_s": max_time_s, "threads": threads, "seed": seed,
                 "input_shapes": shapes or None, "baseline": models[0].name}
     return BenchReport([m.info() for m in models], results, pairs, skipped, machine_info(), settings)
 
 
-def _check_settings(warmup: int, min_runs: int, max_runs: int, min_time_s: float, threads: int | None) -> None:
+def _check_settings(warmup: int, min_runs: int, max_runs: int, min_time_s: float, threads: int | None,
+                    precision: float | None = None, max_time_s: float = 10.0) -> None:
     for name, v, lo in (("warmup", warmup, 0), ("min_runs", min_runs, 1), ("max_runs", max_runs, 1)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
             raise OnnxPruneError(f"{name} must be an integer >= {lo}, got {v!r}")
     if max_runs < min_runs:
         raise OnnxPruneError(f"max_runs ({max_runs}) is below min_runs ({min_runs})")
-    if not (isinstance(min_time_s, (int, float)) and math.isfinite(min_time_s) and min_time_s >= 0):
-        raise OnnxPruneError(f"min_time_s must be a number >= 0, got {min_time_s!r}")
+    for name, v in (("min_time_s", min_time_s), ("max_time_s", max_time_s)):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+            raise OnnxPruneError(f"{name} must be a number >= 0, got {v!r}")
+    if precision is not None and not (isinstance(precision, (int, float)) and not isinstance(precision, bool)
+                                      and 0 < precision < 1):
+        raise OnnxPruneError(f"precision must be a fraction between 0 and 1 (e.g. 0.01), got {precision!r}")
     if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
         raise OnnxPruneError(f"threads must be a positive integer, got {threads!r}")
 
@@ -126,7 +137,8 @@ def _measure_batch(engine, engine_name: str, models: list[BenchModel], batch: in
         slots.append(slot)
     ready = [s for s in slots if s.error is None]
     warm = max(budget["warmup"], 2) if engine_name == "torch-compile" else budget["warmup"]
-    rounds = measure_rounds(ready, warm, budget["min_runs"], budget["min_time_s"], budget["max_runs"]) if ready else 0
+    rounds = measure_rounds(ready, warm, budget["min_runs"], budget["min_time_s"], budget["max_runs"],
+                            budget["precision"], budget["max_time_s"]) if ready else 0
     for s in slots:
         if s.error is not None and s.error.startswith("failed") and s.model.needs_dynamic(batch):
             s.error = f"the file fixes batch {s.model.fixed_batch}; made dynamic, it {s.error}"
@@ -155,12 +167,10 @@ def _baseline_pairs(models: list[BenchModel], results: list[BenchResult], round_
                 if rb is None and rm is None:
                     continue
                 speedup = rb.p50_ms / rm.p50_ms if rb and rm and rm.p50_ms > 0 else None
-                paired = None
+                paired = se = None
                 if rb and rm:
-                    a = round_meds[(base.name, engine_name, batch)]
-                    b = round_meds[(m.name, engine_name, batch)]
-                    ratios = [a[k] / b[k] for k in a.keys() & b.keys() if b[k] > 0]
-                    paired = float(np.median(ratios)) if ratios else None
+                    paired, se = paired_speedup(round_meds[(base.name, engine_name, batch)],
+                                                round_meds[(m.name, engine_name, batch)])
                 macs_ratio = base.macs / m.macs if base.macs and m.macs else None
-                pairs.append(Pair(engine_name, batch, base.name, m.name, speedup, paired, macs_ratio))
+                pairs.append(Pair(engine_name, batch, base.name, m.name, speedup, paired, macs_ratio, se))
     return pairs
