@@ -26,7 +26,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-runs", type=int, default=20, help="timed runs per model, at least (default 20)")
     parser.add_argument("--min-time", type=float, default=1.0, metavar="SECONDS",
                         help="measured time per model, at least (default 1.0)")
-    parser.add_argument("--max-runs", type=int, default=1000, help="timed runs per model, at most (default 1000)")
+    parser.add_argument("--max-runs", type=int, default=100_000,
+                        help="timed runs per model, at most (default 100000; --max-time usually stops first)")
     parser.add_argument("--precision", type=_precision, default=0.01, metavar="FRACTION",
                         help="after the minimums, keep timing until the standard error of every paired "
                              "speed-up is at most this fraction of it ('off': stop at the minimums; "

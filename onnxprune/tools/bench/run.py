@@ -24,7 +24,7 @@ log = get_logger(__name__)
 
 def bench_models(paths: Sequence[str | os.PathLike], batches: str | Iterable[int] = (1, 64),
                  engines: str | Iterable[str] = ("ort-cpu",), warmup: int = 5, min_runs: int = 20,
-                 min_time_s: float = 1.0, max_runs: int = 1000, threads: int | None = None,
+                 min_time_s: float = 1.0, max_runs: int = 100_000, threads: int | None = None,
                  seed: int = 0, input_shapes: dict[str, list[int]] | Sequence[str] | None = None,
                  precision: float | None = 0.01, max_time_s: float = 10.0) -> BenchReport:
     """Measure every model × engine × batch; the first model is the baseline of the pairs.
