@@ -39,14 +39,16 @@ def recipe_name(alloc: str, sharpness: float) -> str:
 @dataclass(frozen=True)
 class Candidate:
     """One proposed allocation: a name (e.g. "convex t=2, 4 branch(es) removed"), kept counts per
-    group, solver notes, the groups it empties whole and the recipe that spent the rest of the
-    budget (e.g. "convex t=2"; empty: the name)."""
+    group, solver notes, the groups it empties whole, the recipe that spent the rest of the
+    budget (e.g. "convex t=2"; empty: the name) and the internal budget it was allocated at when
+    that is not the one asked of the choice (None: that one)."""
 
     name: str
     counts: dict[int, int]
     notes: tuple[str, ...] = ()
     emptied: tuple[int, ...] = ()
     recipe: str = ""
+    budget: float | None = None
 
     @property
     def suffix(self) -> str:

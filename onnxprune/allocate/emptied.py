@@ -16,7 +16,8 @@ from typing import Iterable, Mapping, Sequence
 
 from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 
-__all__ = ["without_groups", "overshoots", "removal_sizes", "pick_fastest_within", "DISTANCE_TOLERANCE",
+__all__ = ["without_groups", "overshoots", "removal_sizes", "pick_fastest_within", "pick_closest_not_slower",
+           "DISTANCE_TOLERANCE",
            "LATENCY_SLACK", "BRANCH_TIMING_S"]
 
 BRANCH_TIMING_S = 20.0       # seconds each interleaved timing of the branch candidates may take (3..15 rounds)
@@ -45,6 +46,15 @@ def removal_sizes(n_emptiable: int, most: int = 8) -> list[int]:
     1 when only one fits); each candidate costs a quick refit."""
     limit = min(n_emptiable, most)
     return [k for k in (2, 4, 6, 8, 12, 16) if k <= limit] or ([1] if limit >= 1 else [])
+
+
+def pick_closest_not_slower(names: Sequence[str], distance: Mapping[str, float], latency: Mapping[str, float],
+                            best: str, slack: float = LATENCY_SLACK) -> str:
+    """Among candidates each allocated where it is expected to land on a latency request (equal
+    latency), the closest of those timed at most ``slack`` slower than the reference candidate
+    (``best``; ties keep order): a slower one would land short of the request."""
+    ok = [n for n in names if latency[n] <= latency[best] * (1.0 + slack)] or [best]
+    return min(ok, key=lambda n: (distance[n], names.index(n)))
 
 
 def pick_fastest_within(names: Sequence[str], distance: Mapping[str, float], latency: Mapping[str, float],

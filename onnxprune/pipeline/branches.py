@@ -7,10 +7,12 @@ channels-only candidates are judged, :func:`with_branch_candidates` ranks the em
 (the budget's remainder allocated over the other groups, ``allocate.emptied``), judges them like the
 others, times them and the channels-only choice, and keeps the fastest within the distance tolerance
 (timings within a few per cent of the fastest count as equally fast: the closest of those wins).
-Each function takes the fitted :class:`~onnxprune.pipeline.pruner.Pruner`.
+Under a latency budget, a removal that would overshoot the request by far is judged at the lower
+internal budget where it is expected to land (:func:`at_landing_budgets`). Each function takes the fitted :class:`~onnxprune.pipeline.pruner.Pruner`.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
 import numpy as np
@@ -18,11 +20,13 @@ import numpy as np
 from onnxprune.allocate import AllocationProblem
 from onnxprune.allocate.candidates import Candidate, Choice, choose_candidate
 from onnxprune.allocate import emptied       # its LATENCY_SLACK is read at call time (noiseless tests set 0)
-from onnxprune.allocate.emptied import BRANCH_TIMING_S, overshoots, pick_fastest_within, removal_sizes
+from onnxprune.allocate.emptied import (BRANCH_TIMING_S, overshoots, pick_closest_not_slower, pick_fastest_within,
+                                        removal_sizes)
 from onnxprune.errors import BudgetError
 from onnxprune.log import get_logger
 
-__all__ = ["with_branch_candidates", "branch_candidates", "branch_time_saved", "measured_latencies"]
+__all__ = ["with_branch_candidates", "at_landing_budgets", "branch_candidates", "branch_time_saved",
+           "measured_latencies"]
 
 log = get_logger(__name__)
 
@@ -40,32 +44,71 @@ def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images
     extra = branch_candidates(pruner, problem, alloc, choice.candidate, images, reference)
     if not extra:
         return choice
-    log.info("branch removal: judging %d candidate(s) %s", len(extra), f"after {after}" if after else "")
-    more = choose_candidate(extra, judge, reference, output_names, after=after)
-    scores = {**choice.scores, **more.scores}
     base = choice.candidate.name          # the channels-only choice: the reference
     timed = [choice.candidate] + extra
     latency = measured_latencies(pruner, timed)
+    if target is not None:          # under a latency budget: compared at equal latency
+        timed, latency = at_landing_budgets(pruner, alloc, timed, latency, target)
+        extra = timed[1:]
+        if not extra:
+            return choice
+    log.info("branch removal: judging %d candidate(s) %s", len(extra), f"after {after}" if after else "")
+    more = choose_candidate(extra, judge, reference, output_names, after=after)
+    scores = {**choice.scores, **more.scores}
     names = [c.name for c in timed]
     for c in timed:
-        log.info("  %s: distance %.4f, %.2f ms per batch of %d", c.name, scores[c.name][1],
-                 1e3 * latency[c.name], pruner.latency_.batch)
-    if target is not None:          # under a latency budget: not so fast that the budget must move far
-        fast = [n for n in names if n != base and target.too_fast(latency[n] / latency[base])]
-        if fast:
-            log.info("branch removal: left out, faster than the latency budget asks at this internal budget: %s",
-                     ", ".join(fast))
-            names = [n for n in names if n not in fast]
+        log.info("  %s%s: distance %.4f, %.2f ms per batch of %d", c.name, "" if c.budget is None else
+                 f" (internal budget {100 * c.budget:.1f} %)", scores[c.name][1], 1e3 * latency[c.name],
+                 pruner.latency_.batch)
     tol, slack = pruner.config.branch_tolerance, emptied.LATENCY_SLACK
-    pick = pick_fastest_within(names, {n: scores[n][1] for n in names}, latency, base, tol, slack)
+    distance = {n: scores[n][1] for n in names}
+    if target is None:
+        pick = pick_fastest_within(names, distance, latency, base, tol, slack)
+        how = (f"the measured fastest within {100 * tol:.0f} % of that choice's distance (the closest of those "
+               f"within {100 * slack:.0f} % of the fastest time)")
+        why = f"tolerance {100 * tol:.0f} %"
+    else:       # each expected to land near the request: the closest of those not slower than channels only
+        pick = pick_closest_not_slower(names, distance, latency, base, slack)
+        how = (f"at the internal budget where each is expected to land on the latency request, the closest "
+               f"of those timed within {100 * slack:.0f} % of that choice or faster")
+        why = "equal latency"
     pruner.notes.append(f"branch removal: {pick} chosen, measured {latency[base] / latency[pick]:.2f}x the "
-                      f"speed of the channels-only choice ({base}), output distance "
-                      f"{scores[pick][1]:.4f} vs {scores[base][1]:.4f} (tolerance {100 * tol:.0f} %)")
+                        f"speed of the channels-only choice ({base}), output distance "
+                        f"{distance[pick]:.4f} vs {distance[base]:.4f} ({why})")
     log.info("%s", pruner.notes[-1])
     return Choice(next(c for c in timed if c.name == pick),
-                  choice.criterion + f"; then, with branches removed, the measured fastest within "
-                  f"{100 * tol:.0f} % of that choice's distance (the closest of those within "
-                  f"{100 * slack:.0f} % of the fastest time)", scores)
+                  choice.criterion + f"; then, with branches removed, {how}", scores)
+
+
+def at_landing_budgets(pruner, alloc: str, timed: list[Candidate], latency: dict[str, float], target
+                       ) -> tuple[list[Candidate], dict[str, float]]:
+    """The channels-only choice (first) and the branch removals, each removal the ``target``
+    (measured_latency.LatencyTarget) finds too fast rebuilt at the lower internal budget where it is
+    expected to land (more channels kept), and all timed again; a removal that cannot be rebuilt
+    there (the removal alone cuts more) is left out."""
+    base = timed[0]
+    out: list[Candidate] = [base]
+    moved = []
+    for c in timed[1:]:
+        ratio = latency[c.name] / latency[base.name]
+        if not target.too_fast(ratio):
+            out.append(c)
+            continue
+        budget = target.landing_budget(ratio)
+        try:
+            problem = pruner._problem(macs_budget=budget)
+            if overshoots(problem, c.emptied):
+                continue
+            out += [replace(x, budget=budget) for x in pruner._candidates(problem, alloc, only=c.recipe,
+                                                                          emptied=c.emptied, suffix=c.suffix)]
+            moved.append(f"{c.name} at {100 * budget:.1f} %")
+        except BudgetError:
+            continue
+    if len(out) == len(timed) and not moved:
+        return timed, latency
+    log.info("branch removal: faster than the latency budget asks at the internal budget %.1f %%, judged where "
+             "each is expected to land instead: %s", 100 * target.budget, ", ".join(moved) or "none could be")
+    return out, measured_latencies(pruner, out) if len(out) > 1 else latency
 
 
 def branch_candidates(pruner, problem: AllocationProblem, alloc: str, best: Candidate,

@@ -379,17 +379,9 @@ class Pruner:
         the candidates are judged (see ChoiceRule)."""
         config = self.config
         alloc, _, _ = config.resolved()
-        floors = span_floors(self.analysis_)      # one kept channel per tensor of a group
         if config.ratio is not None:
-            return ratio_counts(self.analysis_, config.ratio, config.round_to, floors)
-        flops = config.flops_reduction if macs_budget is None else max(macs_budget, config.flops_reduction or 0.0)
-        problem = budget_problem(self.analysis_, self.cost_, flops_reduction=flops,
-                                 params_reduction=config.params_reduction, round_to=config.round_to,
-                                 min_channels=floors)
-        if config.latency_reduction is not None and macs_budget is None:
-            from onnxprune.latency.hooks import with_latency_budget
-            problem = with_latency_budget(problem, self.latency_, config.latency_reduction
-                                          if latency_budget is None else latency_budget)
+            return ratio_counts(self.analysis_, config.ratio, config.round_to, span_floors(self.analysis_))
+        problem = self._problem(latency_budget, macs_budget)
         check_feasible(problem)
         if alloc in ("convex", "linear") and data is not None:
             return self._select_allocation(problem, data, alloc, rule)
@@ -402,6 +394,20 @@ class Pruner:
         result = allocate(problem, alloc, **kwargs)
         self.notes.extend(result.notes)
         return self._exact_repair(problem, dict(result.counts))
+
+    def _problem(self, latency_budget: float | None = None, macs_budget: float | None = None) -> AllocationProblem:
+        """The allocation problem under the config's budgets (see :meth:`_allocate` for the two
+        internal budgets); every group keeps at least one channel per tensor."""
+        config = self.config
+        flops = config.flops_reduction if macs_budget is None else max(macs_budget, config.flops_reduction or 0.0)
+        problem = budget_problem(self.analysis_, self.cost_, flops_reduction=flops,
+                                 params_reduction=config.params_reduction, round_to=config.round_to,
+                                 min_channels=span_floors(self.analysis_))
+        if config.latency_reduction is not None and macs_budget is None:
+            from onnxprune.latency.hooks import with_latency_budget
+            problem = with_latency_budget(problem, self.latency_, config.latency_reduction
+                                          if latency_budget is None else latency_budget)
+        return problem
 
     def plan(self) -> Plan:
         config, cost = self.config, self.cost_

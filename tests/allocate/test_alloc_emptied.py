@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.allocate.emptied import overshoots, pick_fastest_within, removal_sizes, without_groups
+from onnxprune.allocate.emptied import (overshoots, pick_closest_not_slower, pick_fastest_within, removal_sizes,
+                                        without_groups)
 from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 from onnxprune.errors import BudgetError
 from tests.latency.test_latency_tables import fake_engine  # noqa: F401 - the fixture
@@ -67,6 +68,54 @@ def test_timings_within_the_slack_count_as_equally_fast():
     assert pick_fastest_within(names, dist, lat, "a", 0.5, slack=0.10) == "b"     # a too, but b is closer
     lat["a"] = 33.5
     assert pick_fastest_within(names, dist, {**lat, "b": 40.0}, "a", 0.5) == "a"   # c barely faster, a closer
+
+
+def test_at_equal_latency_the_closest_not_slower_wins():
+    """Candidates each allocated where it should land on the latency request: the closest wins,
+    unless it runs slower than the channels-only reference beyond the slack (it would land short)."""
+    names = ["a", "b", "c", "d"]
+    dist = {"a": 1.02, "b": 1.27, "c": 0.67, "d": 0.72}
+    lat = {"a": 33.0, "b": 29.4, "c": 31.3, "d": 30.5}
+    assert pick_closest_not_slower(names, dist, lat, "a") == "c"        # not the fastest (b)
+    assert pick_closest_not_slower(names, dist, {**lat, "c": 34.5}, "a") == "d"    # c 4.5 % slower than a
+    assert pick_closest_not_slower(names, dist, {**lat, "c": 33.9}, "a") == "c"    # within the 3 % slack
+    assert pick_closest_not_slower(["a"], {"a": 1.0}, {"a": 1.0}, "a") == "a"
+
+
+def test_branch_removals_too_fast_for_the_request_are_rebuilt_where_they_land(monkeypatch):
+    """Under a latency target, a removal expected to overshoot far is allocated again at the lower
+    internal budget where it should land (its recipe and branches kept), one that cannot be (the
+    removal alone cuts more there) is left out, the others stay; all are timed again together."""
+    from onnxprune.allocate.candidates import Candidate
+    from onnxprune.pipeline import branches
+    from onnxprune.pipeline.measured_latency import LatencyTarget
+
+    class StubPruner:
+        def _problem(self, macs_budget):
+            return macs_budget
+
+        def _candidates(self, problem, alloc, only=None, emptied=(), suffix=""):
+            return [Candidate(only + suffix, {0: round(100 * (1 - problem))}, (), tuple(emptied), only)]
+
+    monkeypatch.setattr(branches, "overshoots", lambda problem, gone: 8 in gone and problem < 0.47)
+    timed_again: list = []
+    monkeypatch.setattr(branches, "measured_latencies",
+                        lambda pruner, cands: (timed_again.append([c.name for c in cands]),
+                                               {c.name: 1.0 for c in cands})[1])
+    base = Candidate("convex t=1", {0: 50}, recipe="convex t=1")
+    cands = [base] + [Candidate(f"convex t=1, {k} branch(es) removed", {0: 50}, (), (k,), "convex t=1")
+                      for k in (2, 6, 8)]
+    latency = {c.name: t for c, t in zip(cands, (1.0, 0.97, 0.85, 0.80))}
+    target = LatencyTarget(requested=0.40, channels_only=0.40, slope=0.8, budget=0.60)
+    out, times = branches.at_landing_budgets(StubPruner(), "convex", cands, latency, target)
+    assert [c.name for c in out] == [base.name, cands[1].name, cands[2].name]     # 8 branches left out
+    assert out[1].budget is None and out[1].counts == {0: 50}                  # 3 % faster: kept where it was
+    moved = out[2]
+    cut = 1 - (1 - 0.40) * 0.85                                                 # expected 49 %: 11 points of budget
+    assert moved.budget == pytest.approx(0.60 - (cut - 0.40) / 0.8)
+    assert moved.emptied == (6,) and moved.recipe == "convex t=1" and moved.counts == {0: round(100 * (1 - moved.budget))}
+    assert timed_again == [[c.name for c in out]] and set(times) == {c.name for c in out}
+    assert branches.at_landing_budgets(StubPruner(), "convex", cands[:2], latency, target) == (cands[:2], latency)
 
 
 @pytest.fixture

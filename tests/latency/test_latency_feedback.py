@@ -163,13 +163,17 @@ def test_a_model_too_fast_for_brief_timings_is_not_located(fake_engine, monkeypa
     assert "located" not in rec and rec["feedback"][0]["budget"] == 0.2
 
 
-def test_a_branch_removal_that_overshoots_the_latency_budget_is_left_out():
-    """After locating: the channels-only choice is expected to measure 30 % against a 30 % request,
-    at 0.6 points of cut per point of budget; a candidate 10 % faster would cut 37 %, 11.7 points of
-    budget too much (the feedback would choose again); 3 % faster is fine."""
+def test_a_branch_removal_that_overshoots_the_latency_budget_is_judged_where_it_lands():
+    """After locating: the channels-only choice at an internal budget of 50 % is expected to measure
+    30 % against a 30 % request, at 0.6 points of cut per point of budget; a candidate 10 % faster
+    would cut 37 %, 11.7 points of budget too much (the feedback would choose again): it is judged
+    at 38.3 % instead; 3 % faster is fine where it is."""
     from onnxprune.pipeline.measured_latency import LatencyTarget
-    target = LatencyTarget(requested=0.30, channels_only=0.30, slope=0.6)
+    target = LatencyTarget(requested=0.30, channels_only=0.30, slope=0.6, budget=0.5)
     assert target.too_fast(0.90) and not target.too_fast(0.97) and not target.too_fast(1.0)
+    assert target.landing_budget(0.90) == pytest.approx(0.5 - 0.07 / 0.6)
+    assert target.landing_budget(1.0) == pytest.approx(0.5)
+    assert LatencyTarget(0.3, 0.3, 0.1, 0.05).landing_budget(0.5) == 0.0      # never below no cut
 
 
 def test_noisy_rounds_stay_inside_the_bracket():
