@@ -86,8 +86,10 @@ def _budget_arguments(p: argparse.ArgumentParser) -> None:
                         "budget on channels; the fastest on --target within --branch-tolerance of the best output "
                         "distance wins (timings within 3%% of the fastest count as equal: the closest of those). A branch removed frees all its layers' time, where a channel cut "
                         "below the engine's block saves little. Under a latency budget the choice is made once brief "
-                        "channels-only timings have located the budget, leaving out removals that would overshoot "
-                        "it; the measured rounds keep it unless the budget moves more than 10 points. "
+                        "channels-only timings have located the budget, at equal latency: a removal that would "
+                        "overshoot it is allocated again where it should land (more channels kept), and the "
+                        "closest output among those no slower than channels only wins; the measured rounds keep "
+                        "it unless the budget moves more than 10 points. "
                         "off: channels only")
     g.add_argument("--branch-tolerance", type=float, default=0.5, metavar="F",
                    help="with --remove-branches auto: how much larger (fraction) the output distance of an "

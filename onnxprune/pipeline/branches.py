@@ -40,7 +40,9 @@ def with_branch_candidates(pruner, problem, alloc, choice: Choice, judge, images
     that choice's, the closest among those timed within the slack of the fastest. (The quick
     refit on a few images favours candidates with fewer kept channels, i.e. without removed branches: on ResNet-56 at -45.5 % MACs the candidate that
     removed 6 branches judged 0.40 against 0.28 and refitted on all images scored 89.6 % top-1
-    against 88.4 %.) ``target`` (ChoiceRule.target): candidates it finds too fast are left out."""
+    against 88.4 %.) ``target`` (ChoiceRule.target): candidates it finds too fast are
+    judged at the budget where each should land (:func:`at_landing_budgets`), and the closest of
+    those not slower than the channels-only choice wins (equal latency)."""
     extra = branch_candidates(pruner, problem, alloc, choice.candidate, images, reference)
     if not extra:
         return choice
