@@ -314,3 +314,41 @@ def test_a_speedup_measurement_runs_until_precise_or_out_of_time(monkeypatch):
 
 class SimpleEngine:
     target, provider, threads = "cpu", "CPUExecutionProvider", 1
+
+
+def test_the_first_choice_after_locating_starts_the_rounds_where_its_candidate_was_allocated(monkeypatch):
+    """After locating, the first choice is made at the located budget with the latency target; a
+    branch removal it rebuilt at a lower budget (Candidate.budget) moves the first measured round
+    there, and the rounds keep that candidate, with the notes of that choice."""
+    import types
+
+    from onnxprune.allocate.candidates import Candidate, Choice
+    from onnxprune.latency.feedback import FeedbackRound
+    from onnxprune.pipeline import measured_latency
+    from onnxprune.pipeline.measured_latency import LatencyTarget, Located
+
+    located = [FeedbackRound(0.3, 0.10), FeedbackRound(0.5, 0.30)]
+    monkeypatch.setattr(measured_latency, "_locate", lambda *a: Located(0.5, located, 1.0, True))
+    monkeypatch.setattr(measured_latency, "select_all", lambda analysis, allocation, scores: allocation)
+    monkeypatch.setattr(measured_latency, "_measure", lambda pruner: lambda result: (0.30, 1 / 0.70))
+    moved = Candidate("r, 6 branch(es) removed", {0: 5}, (), (3,), "r", budget=0.42)
+    calls: list = []
+
+    def allocate(data, rule, macs_budget=None, latency_budget=None):
+        calls.append((rule, macs_budget))
+        if rule.keep is None:                   # the choice: made once, with its note
+            pruner.choice_ = Choice(moved, "closest", {})
+            pruner.notes.append("branch removal: r, 6 branch(es) removed chosen")
+        return {0: 5}
+
+    config = types.SimpleNamespace(latency_shape="macs", latency_reduction=0.3, flops_reduction=None,
+                                   latency_rounds=4)
+    pruner = types.SimpleNamespace(config=config, notes=["before"], choice_=None, analysis_=None, scores_=None,
+                                   _allocate=allocate)
+    measured_latency.allocate_measured(pruner, data=object())
+    (first, at), (second, again) = calls[0], calls[1]
+    assert at == 0.5 and first.target == LatencyTarget(0.3, 0.30, 1.0, 0.5) and first.keep is None
+    assert again == 0.42 and second.keep is moved and len(calls) == 2      # landed: one round, kept candidate
+    rounds = pruner.latency_feedback_
+    assert [(r["budget"], r["allocation_chosen"], r["kept"]) for r in rounds] == [(0.42, True, True)]
+    assert pruner.notes[:2] == ["before", "branch removal: r, 6 branch(es) removed chosen"]
