@@ -27,8 +27,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Candidate", "ChoiceRule", "Choice", "recipe_name", "output_distance", "top1_disagreement", "criterion_name",
-           "choose_candidate"]
+__all__ = ["Candidate", "ChoiceRule", "Choice", "recipe_name", "output_distance", "top1_disagreement",
+           "criterion_name", "choose_candidate"]
 
 
 def recipe_name(alloc: str, sharpness: float) -> str:
@@ -60,9 +60,9 @@ class Candidate:
 class ChoiceRule:
     """How an allocation is picked. Default: every recipe judged (with branch removals where they
     apply). ``keep``: allocate as this candidate did (its recipe, its removed branches), nothing
-    judged; ``recipe``: judge only this recipe's candidates; ``target``: an object whose
-    ``too_fast(time ratio)`` leaves out branch removals that overshoot a latency budget (see
-    onnxprune.pipeline.measured_latency.LatencyTarget)."""
+    judged; ``recipe``: judge only this recipe's candidates; ``target``: a latency target
+    (onnxprune.pipeline.measured_latency.LatencyTarget) under which branch removals are compared
+    at equal latency (onnxprune.pipeline.branches.at_landing_budgets)."""
 
     keep: Candidate | None = None
     recipe: str | None = None

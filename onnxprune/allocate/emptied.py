@@ -17,8 +17,7 @@ from typing import Iterable, Mapping, Sequence
 from onnxprune.allocate.problem import AllocationProblem, Budget, Posynomial
 
 __all__ = ["without_groups", "overshoots", "removal_sizes", "pick_fastest_within", "pick_closest_not_slower",
-           "DISTANCE_TOLERANCE",
-           "LATENCY_SLACK", "BRANCH_TIMING_S"]
+           "DISTANCE_TOLERANCE", "LATENCY_SLACK", "BRANCH_TIMING_S"]
 
 BRANCH_TIMING_S = 20.0       # seconds each interleaved timing of the branch candidates may take (3..15 rounds)
 DISTANCE_TOLERANCE = 0.5     # a branch candidate may judge up to 50 % more output distance than the channels-only choice

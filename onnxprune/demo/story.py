@@ -109,8 +109,8 @@ def _digits_story(out: Path, flops_reduction: float, epochs: int, round_to: str 
     if rc:
         return rc
     print("\n5/6 latency on onnxruntime CPU (the three models interleaved in rounds, batch 1 and 256)")
-    rc = cli(["bench", str(original), str(pruned), str(tuned), "--batch", "1,256", "--min-time", "2", "--max-time", "4", "-q",
-              "-o", str(out / "bench"), "--overwrite"])
+    rc = cli(["bench", str(original), str(pruned), str(tuned), "--batch", "1,256", "--min-time", "2",
+              "--max-time", "4", "-q", "-o", str(out / "bench"), "--overwrite"])
     if rc:
         return rc
     print("\n6/6 summary (test set, 450 digits)")

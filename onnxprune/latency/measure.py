@@ -145,10 +145,10 @@ def measure_pair(original: onnx.ModelProto, pruned: onnx.ModelProto, engine: Eng
             return False
         if done < rounds or min(timed) < min_s:
             return True
-        return min(timed) < max_s and median_se(np.array(ratios)) > want
+        return min(timed) < max_s and median_se(ratios) > want
 
     samples = _interleaved(fns, runs, more)       # ``more`` has taken the ratio of every round run
-    ratio, se = float(np.median(ratios)), median_se(np.array(ratios))
+    ratio, se = float(np.median(ratios)), median_se(ratios)
     a, b = (float(np.median(np.concatenate(s))) for s in samples)
     return {"original_s": a, "pruned_s": b, "speedup": 1 / ratio if ratio > 0 else float("nan"),
             "reduction": 1 - ratio, "reduction_se": se if math.isfinite(se) else None, "batch": batch,

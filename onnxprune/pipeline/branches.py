@@ -8,7 +8,8 @@ channels-only candidates are judged, :func:`with_branch_candidates` ranks the em
 others, times them and the channels-only choice, and keeps the fastest within the distance tolerance
 (timings within a few per cent of the fastest count as equally fast: the closest of those wins).
 Under a latency budget, a removal that would overshoot the request by far is judged at the lower
-internal budget where it is expected to land (:func:`at_landing_budgets`). Each function takes the fitted :class:`~onnxprune.pipeline.pruner.Pruner`.
+internal budget where it is expected to land (:func:`at_landing_budgets`). Each function takes the
+fitted :class:`~onnxprune.pipeline.pruner.Pruner`.
 """
 from __future__ import annotations
 
@@ -86,16 +87,18 @@ def at_landing_budgets(pruner, alloc: str, timed: list[Candidate], latency: dict
                        ) -> tuple[list[Candidate], dict[str, float]]:
     """The channels-only choice (first) and the branch removals, each removal the ``target``
     (measured_latency.LatencyTarget) finds too fast rebuilt at the lower internal budget where it is
-    expected to land (more channels kept), and all timed again; a removal that cannot be rebuilt
-    there (the removal alone cuts more) is left out."""
+    expected to land (more channels kept), and then all timed again; a removal that cannot be
+    rebuilt there (the removal alone cuts more) is left out."""
     base = timed[0]
     out: list[Candidate] = [base]
     moved = []
+    fast = False
     for c in timed[1:]:
         ratio = latency[c.name] / latency[base.name]
         if not target.too_fast(ratio):
             out.append(c)
             continue
+        fast = True
         budget = target.landing_budget(ratio)
         try:
             problem = pruner._problem(macs_budget=budget)
@@ -106,11 +109,11 @@ def at_landing_budgets(pruner, alloc: str, timed: list[Candidate], latency: dict
             moved.append(f"{c.name} at {100 * budget:.1f} %")
         except BudgetError:
             continue
-    if len(out) == len(timed) and not moved:
+    if not fast:
         return timed, latency
     log.info("branch removal: faster than the latency budget asks at the internal budget %.1f %%, judged where "
              "each is expected to land instead: %s", 100 * target.budget, ", ".join(moved) or "none could be")
-    return out, measured_latencies(pruner, out) if len(out) > 1 else latency
+    return out, measured_latencies(pruner, out) if moved else latency
 
 
 def branch_candidates(pruner, problem: AllocationProblem, alloc: str, best: Candidate,

@@ -113,9 +113,13 @@ def test_branch_removals_too_fast_for_the_request_are_rebuilt_where_they_land(mo
     moved = out[2]
     cut = 1 - (1 - 0.40) * 0.85                                                 # expected 49 %: 11 points of budget
     assert moved.budget == pytest.approx(0.60 - (cut - 0.40) / 0.8)
-    assert moved.emptied == (6,) and moved.recipe == "convex t=1" and moved.counts == {0: round(100 * (1 - moved.budget))}
+    assert moved.emptied == (6,) and moved.recipe == "convex t=1"
+    assert moved.counts == {0: round(100 * (1 - moved.budget))}
     assert timed_again == [[c.name for c in out]] and set(times) == {c.name for c in out}
     assert branches.at_landing_budgets(StubPruner(), "convex", cands[:2], latency, target) == (cands[:2], latency)
+    dropped = [cands[0], cands[1], cands[3]]            # the one too fast cannot be rebuilt: nothing timed again
+    assert branches.at_landing_budgets(StubPruner(), "convex", dropped, latency, target) == (cands[:2], latency)
+    assert len(timed_again) == 1
 
 
 @pytest.fixture
